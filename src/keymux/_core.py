@@ -1,0 +1,954 @@
+"""The asyncio core: lanes, dispatch, attempts, retries. One per Multiplexer, on one loop.
+
+Dispatch keeps three facts true (design.md invariants 2-5):
+
+* a lane never has more than ``max_concurrent`` requests in flight nor ``queue_size`` waiting;
+* a lane that can send (free slot, budget, not cooling) never idles while unpinned work waits:
+  it takes its own queue's head or the oldest unpinned waiter of its provider, whichever came
+  first (work stealing), so waiting work flows to whichever key frees up;
+* pinned requests only ever use their key; disabled keys get nothing.
+
+Lanes that can send right now sit in ``idle`` (insertion order = least recently used first);
+a strategy picks among the first ``CANDIDATES`` of them, so choosing costs O(1) in the number of
+keys. A lane that is blocked by its budget or a cooldown gets one timer for when it may send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import aiohttp
+
+from ._clock import Clock
+from ._config import KeySpec, MuxConfig
+from ._errors import (
+    AuthenticationError,
+    ClosedError,
+    ConfigError,
+    ConnectionError,
+    KeymuxError,
+    MalformedResponseError,
+    NoKeyAvailableError,
+    QueueFullError,
+    QuotaExhaustedError,
+    RequestTimeoutError,
+    StreamError,
+)
+from ._http import Engine, TransportFailure, describe
+from ._lane import GONE, GRANTED, WAITING, Lane, Request, Waiter
+from ._ratelimit import Budget
+from ._retry import LaneAction, decide, error_class
+from ._strategies import CANDIDATES, round_robin
+from ._types import Kind, Outcome, Parsed, Response
+from .providers import ADAPTERS, Adapter, SSEParser, StreamDecoder, StreamFailure
+
+__all__ = ["Core"]
+
+log = logging.getLogger("keymux")
+
+StrategyFn = Callable[[list[Lane], float], Lane]
+
+
+class _ProviderState:
+    __slots__ = ("adapter", "cursor", "idle", "lanes", "name", "order", "unpinned")
+
+    def __init__(self, name: str, adapter: Adapter) -> None:
+        self.name = name
+        self.adapter = adapter
+        self.lanes: dict[str, Lane] = {}
+        self.idle: dict[Lane, None] = {}
+        self.unpinned: deque[Waiter] = deque()
+        self.order: list[Lane] = []
+        self.cursor = 0
+
+
+class _Deadline:
+    """Cancel the current task at clock time ``at``; turn that into RequestTimeoutError."""
+
+    __slots__ = ("_at", "_clock", "_handle", "_task", "_what", "expired")
+
+    def __init__(self, clock: Clock, at: float | None, what: str) -> None:
+        self._clock = clock
+        self._at = at
+        self._what = what
+        self._handle: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self.expired = False
+
+    def __enter__(self) -> _Deadline:
+        if self._at is None:
+            return self
+        if self._clock.now() >= self._at:
+            raise RequestTimeoutError(f"{self._what}: the deadline passed")
+        self._task = asyncio.current_task()
+        self._handle = self._clock.call_at(self._at, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self.expired = True
+            self._task.cancel()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self.expired and et is not None and issubclass(et, asyncio.CancelledError):
+            assert self._task is not None
+            if self._task.uncancel() == 0:
+                raise RequestTimeoutError(f"{self._what}: the deadline passed") from ev
+
+
+class Core:
+    """Owns the lanes of every provider and runs requests through them."""
+
+    def __init__(
+        self,
+        config: MuxConfig,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        engine: Engine | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.engine = engine or Engine()
+        self.providers: dict[str, _ProviderState] = {
+            name: _ProviderState(name, adapter) for name, adapter in ADAPTERS.items()
+        }
+        self.groups: dict[tuple[str, str], Budget] = {}
+        self.closed = False
+        self._seq = itertools.count()
+        self._running: set[asyncio.Task[Any]] = set()
+        self._closing_tasks: set[asyncio.Task[Any]] = set()
+        self._probe_handles: set[Any] = set()
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def add_lane(self, spec: KeySpec) -> Lane:
+        ps = self.providers[spec.provider]
+        if spec.name in ps.lanes:
+            raise ConfigError(
+                f"{spec.provider} already has a key named {spec.name!r}; names must be unique"
+            )
+        if spec.group is not None:
+            budget = self.groups.get((spec.provider, spec.group))
+            if budget is None:
+                budget = Budget(rpm=spec.rpm, tpm=spec.tpm, rpd=spec.rpd)
+                self.groups[(spec.provider, spec.group)] = budget
+        else:
+            budget = Budget(rpm=spec.rpm, tpm=spec.tpm, rpd=spec.rpd)
+        lane = Lane(
+            spec, ps.adapter, max_concurrent=self.config.max_concurrent_requests, budget=budget
+        )
+        ps.lanes[spec.name] = lane
+        ps.order.append(lane)
+        ps.idle[lane] = None
+        if self._loop_running():
+            self._pump(lane)
+        return lane
+
+    def remove_lane(self, provider: str, name: str) -> None:
+        ps = self.providers[provider]
+        lane = ps.lanes.pop(name, None)
+        if lane is None:
+            raise ConfigError(f"{provider} has no key named {name!r}")
+        ps.order.remove(lane)
+        ps.cursor = 0
+        lane.removed = True
+        self._take_out(lane, "removed", NoKeyAvailableError)
+
+    def _take_out(self, lane: Lane, reason: str, pinned_error: type[KeymuxError]) -> None:
+        """Disable a lane and move its waiting requests: unpinned ones to other keys, pinned
+        ones fail with ``pinned_error``."""
+        ps = self.providers[lane.provider]
+        lane.enabled = False
+        if lane.disabled_reason is None or reason == "removed":
+            lane.disabled_reason = reason
+            lane.disabled_at = self.clock.wall()
+        ps.idle.pop(lane, None)
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+        stranded = [w for w in lane.queue if w.state == WAITING]
+        lane.queue.clear()
+        for w in stranded:
+            w.req.avoid.add(lane.name)
+            if w.req.pin is not None:
+                self._detach(w)
+                w.state = GONE
+                if not w.future.done():
+                    w.future.set_exception(
+                        pinned_error(
+                            f"{lane.provider} key {lane.name!r} was {reason}; "
+                            "the request was pinned to it",
+                            provider=lane.provider,
+                            key_name=lane.name,
+                        )
+                    )
+            else:
+                self._replace(ps, w)
+
+    def _replace(self, ps: _ProviderState, w: Waiter) -> None:
+        """Put an unpinned waiter whose lane went away on another lane, or fail it."""
+        now = self.clock.now()
+        lane = self._choose_idle(ps, w.req, now)
+        if lane is not None:
+            self._grant(lane, w, now)
+            return
+        self._detach(w)
+        try:
+            target = self._choose_queue(ps, w.req)
+        except KeymuxError as exc:
+            w.state = GONE
+            if not w.future.done():
+                w.future.set_exception(exc)
+            return
+        w.lane = target
+        target.queue.append(w)
+        target.n_waiting += 1
+        self._pump(target)
+
+    def disable(
+        self,
+        lane: Lane,
+        reason: str,
+        *,
+        error: type[KeymuxError] = AuthenticationError,
+        probe_after: float | None = None,
+    ) -> None:
+        """Take a key out of the pool; ``error`` is what requests pinned to it fail with."""
+        if not lane.enabled:
+            return
+        log.warning("keymux: %s key %r disabled: %s", lane.provider, lane.name, reason)
+        self._take_out(lane, reason, error)
+        lane.disabled_reason = reason
+        lane.disabled_at = self.clock.wall()
+        if probe_after is not None:
+            self._schedule_probe(lane, probe_after)
+
+    def enable(self, lane: Lane) -> None:
+        if lane.removed or lane.enabled:
+            return
+        lane.enabled = True
+        lane.disabled_reason = None
+        lane.disabled_at = None
+        lane.probe_at = None
+        log.info("keymux: %s key %r re-enabled", lane.provider, lane.name)
+        self.providers[lane.provider].idle[lane] = None
+        self._pump(lane)
+
+    # -- probing keys that may come back ----------------------------------------------------
+
+    def _schedule_probe(self, lane: Lane, delay: float) -> None:
+        lane.probe_at = self.clock.wall() + delay
+        if not self._loop_running():
+            return
+        handle: Any = None
+
+        def fire() -> None:
+            self._probe_handles.discard(handle)
+            if lane.enabled or lane.removed or self.closed:
+                return
+            task = asyncio.get_running_loop().create_task(self._probe(lane, delay))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+        handle = self.clock.call_at(self.clock.now() + delay, fire)
+        self._probe_handles.add(handle)
+
+    async def _probe(self, lane: Lane, last_delay: float) -> None:
+        req = lane.adapter.probe(base_url=lane.base_url, api_key=lane.secret.reveal())
+        try:
+            status, _, _ = await self.engine.send(req, self._probe_timeout())
+        except TransportFailure:
+            status = 0
+        if 200 <= status < 300:
+            self.enable(lane)
+        elif not lane.removed and not self.closed:
+            self._schedule_probe(lane, min(last_delay * 2, 3600.0))
+
+    def _probe_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=10.0, connect=5.0)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _loop_running() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def _choose_idle(self, ps: _ProviderState, req: Request, now: float) -> Lane | None:
+        """A lane that can send ``req`` right now, chosen by the request's strategy."""
+        if req.pin is not None:
+            lane = ps.lanes.get(req.pin)
+            if (
+                lane is not None
+                and lane.enabled
+                and lane.in_flight < lane.max_concurrent
+                and not lane.n_waiting
+                and lane.budget.ready_at(now, req.tokens) <= now
+            ):
+                return lane
+            return None
+        if not ps.idle:
+            return None
+        candidates: list[Lane] = []
+        stale: list[Lane] = []
+        avoid = req.avoid
+        for lane in ps.idle:
+            if lane.in_flight >= lane.max_concurrent or not lane.enabled:
+                stale.append(lane)
+                continue
+            if avoid and lane.name in avoid:
+                continue
+            ready = lane.budget.ready_at(now, req.tokens)
+            if ready > now:
+                stale.append(lane)
+                self._wake_at(lane, ready)
+                continue
+            candidates.append(lane)
+            if len(candidates) >= CANDIDATES:
+                break
+        for lane in stale:
+            del ps.idle[lane]
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        strategy: StrategyFn = req.strategy or round_robin
+        return strategy(candidates, now)
+
+    def _choose_queue(self, ps: _ProviderState, req: Request) -> Lane:
+        """The lane whose queue a request that cannot start now waits in."""
+        if req.pin is not None:
+            lane = ps.lanes.get(req.pin)
+            if lane is None:
+                raise NoKeyAvailableError(
+                    f"{ps.name} has no key named {req.pin!r}", provider=ps.name, key_name=req.pin
+                )
+            if not lane.enabled:
+                raise NoKeyAvailableError(
+                    f"{ps.name} key {lane.name!r} is disabled ({lane.disabled_reason})",
+                    provider=ps.name,
+                    key_name=lane.name,
+                )
+            if lane.n_waiting >= self.config.queue_size:
+                raise QueueFullError(
+                    f"{ps.name} key {lane.name!r}: queue full ({self.config.queue_size} waiting)",
+                    provider=ps.name,
+                    key_name=lane.name,
+                )
+            return lane
+        order = ps.order
+        n = len(order)
+        candidates: list[Lane] = []
+        enabled = 0
+        limit = self.config.queue_size
+        for i in range(n):
+            lane = order[(ps.cursor + i) % n]
+            if not lane.enabled or (req.avoid and lane.name in req.avoid):
+                continue
+            enabled += 1
+            if lane.n_waiting < limit:
+                candidates.append(lane)
+                if len(candidates) >= CANDIDATES:
+                    break
+        if n:
+            ps.cursor = (ps.cursor + 1) % n
+        if not candidates:
+            if not enabled:
+                raise self._no_key(ps, req)
+            raise QueueFullError(
+                f"every {ps.name} queue is full ({enabled} keys x {limit} waiting)",
+                provider=ps.name,
+            )
+        strategy: StrategyFn = req.strategy or round_robin
+        # queue where the wait is shortest: the strategy, but never on a lane that is cooling
+        # when another is not
+        now = self.clock.now()
+        ready = [lane for lane in candidates if lane.budget.ready_at(now, req.tokens) <= now]
+        return (
+            strategy(ready or candidates, now)
+            if len(ready or candidates) > 1
+            else (ready or candidates)[0]
+        )
+
+    def _no_key(self, ps: _ProviderState, req: Request) -> KeymuxError:
+        if not ps.lanes:
+            return NoKeyAvailableError(
+                f"no {ps.name} keys are configured; add one with add_{ps.name}_key() "
+                "or set the environment variables",
+                provider=ps.name,
+            )
+        states = ", ".join(
+            f"{lane.name} ({_why_unusable(lane, req)})" for lane in ps.lanes.values()
+        )
+        return NoKeyAvailableError(
+            f"no usable {ps.name} key for this request: {states}", provider=ps.name
+        )
+
+    def _wake_at(self, lane: Lane, when: float) -> None:
+        if lane.timer is not None:
+            if lane.timer_at <= when:
+                return
+            lane.timer.cancel()
+        lane.timer_at = when
+        lane.timer = self.clock.call_at(when, lambda: self._on_timer(lane))
+
+    def _on_timer(self, lane: Lane) -> None:
+        lane.timer = None
+        if lane.enabled:
+            self._pump(lane)
+
+    def _next_waiter(self, lane: Lane, ps: _ProviderState) -> tuple[Waiter | None, bool]:
+        """The next waiter this lane should serve: its own queue's head or the provider's
+        oldest unpinned waiter, whichever came first. (waiter, from_global)."""
+        own = lane.queue
+        while own and own[0].state != WAITING:
+            own.popleft()
+        glob = ps.unpinned
+        while glob and glob[0].state != WAITING:
+            glob.popleft()
+        head = own[0] if own else None
+        other: Waiter | None = None
+        if glob:
+            for i, w in enumerate(itertools.islice(glob, 8)):
+                if w.state == WAITING and not (w.req.avoid and lane.name in w.req.avoid):
+                    other = w
+                    if i:
+                        del glob[i]
+                        glob.appendleft(w)
+                    break
+        if head is None:
+            return other, True
+        if other is None or head.seq <= other.seq:
+            return head, False
+        return other, True
+
+    def _pump(self, lane: Lane) -> None:
+        """Let a lane take work while it can; then mark it idle, or set its wake-up timer."""
+        ps = self.providers[lane.provider]
+        if not lane.enabled:
+            ps.idle.pop(lane, None)
+            return
+        now = self.clock.now()
+        while lane.in_flight < lane.max_concurrent:
+            w, from_global = self._next_waiter(lane, ps)
+            if w is None:
+                ready = lane.budget.ready_at(now, 0)
+                if ready > now:
+                    ps.idle.pop(lane, None)
+                    self._wake_at(lane, ready)
+                else:
+                    ps.idle[lane] = None
+                return
+            ready = lane.budget.ready_at(now, w.req.tokens)
+            if ready > now:
+                ps.idle.pop(lane, None)
+                self._wake_at(lane, ready)
+                return
+            if from_global:
+                ps.unpinned.popleft()
+            else:
+                lane.queue.popleft()
+            self._grant(lane, w, now)
+        ps.idle.pop(lane, None)
+
+    @staticmethod
+    def _detach(w: Waiter) -> None:
+        """A waiter leaves the queue that counts it."""
+        owner = w.lane
+        owner.n_waiting -= 1
+        if owner.n_waiting == 0:
+            owner.queue.clear()
+
+    def _grant(self, lane: Lane, w: Waiter, now: float) -> None:
+        self._detach(w)
+        w.state = GRANTED
+        self._start(lane, w.req, now)
+        w.future.set_result(lane)
+
+    def _start(self, lane: Lane, req: Request, now: float) -> None:
+        lane.in_flight += 1
+        lane.usage += 1
+        lane.last_used = now
+        req.reservation = lane.budget.take(now, req.tokens)
+        ps = self.providers[lane.provider]
+        if lane in ps.idle:
+            if lane.in_flight >= lane.max_concurrent:
+                del ps.idle[lane]
+            else:
+                ps.idle.pop(lane)
+                ps.idle[lane] = None  # most recently used goes last
+
+    def _release(self, lane: Lane) -> None:
+        lane.in_flight -= 1
+        lane.budget.release()
+        if lane.enabled:
+            self._pump(lane)
+
+    async def _acquire(self, req: Request) -> Lane:
+        if self.closed:
+            raise ClosedError("the multiplexer is closed")
+        ps = self.providers[req.provider]
+        now = self.clock.now()
+        lane = self._choose_idle(ps, req, now)
+        if lane is not None:
+            self._start(lane, req, now)
+            return lane
+        target = self._choose_queue(ps, req)
+        fut: asyncio.Future[Lane] = asyncio.get_running_loop().create_future()
+        w = Waiter(req, fut, target, next(self._seq))
+        target.queue.append(w)
+        target.n_waiting += 1
+        if req.pin is None:
+            ps.unpinned.append(w)
+        self._pump(target)  # sets its timer if it is blocked only by time
+        try:
+            return await fut
+        except BaseException:
+            if (
+                w.state == GRANTED
+                and fut.done()
+                and not fut.cancelled()
+                and (fut.exception() is None)
+            ):
+                self._release(fut.result())
+            elif w.state == WAITING:
+                w.state = GONE
+                self._detach(w)
+            raise
+
+    # -- one request ------------------------------------------------------------------------
+
+    def _error(self, lane: Lane, outcome: Outcome, attempts: int) -> KeymuxError:
+        status = f"HTTP {outcome.status}" if outcome.status else "no answer"
+        message = (
+            f"{lane.provider} key {lane.name!r}: {outcome.message} ({status}, "
+            f"{attempts} attempt{'s' if attempts != 1 else ''})"
+        )
+        if outcome.kind is Kind.TRANSPORT:
+            tcls = RequestTimeoutError if outcome.error_type == "timeout" else ConnectionError
+            return tcls(
+                message,
+                provider=lane.provider,
+                key_name=lane.name,
+                status=outcome.status or None,
+                attempts=attempts,
+            )
+        return error_class(outcome.kind)(
+            message,
+            provider=lane.provider,
+            key_name=lane.name,
+            status=outcome.status or None,
+            attempts=attempts,
+            error_type=outcome.error_type,
+            code=outcome.code,
+        )
+
+    def _after_failure(
+        self, lane: Lane, req: Request, outcome: Outcome, retries: int, attempts: int
+    ) -> tuple[bool, float, bool]:
+        """Apply the retry decision's effect on the lane. (retry, delay, counts)."""
+        now = self.clock.now()
+        budget = lane.budget
+        retry_after = outcome.retry_after
+        if outcome.kind is Kind.RATE_LIMITED:
+            lane.rate_limited += 1
+            precise = budget.exhausted_reset(now)
+            if precise is not None:
+                exact = precise - now
+                retry_after = exact if retry_after is None else min(retry_after, exact + 0.001)
+        else:
+            lane.failures += 1
+        decision = decide(
+            outcome.kind,
+            retries=retries,
+            policy=self.config.retry,
+            retry_after=retry_after,
+            pinned=req.pin is not None,
+            jitter=self.rng.random(),
+            streak=budget.streak + 1,
+        )
+        action = decision.lane_action
+        if action is LaneAction.COOL:
+            if outcome.kind is Kind.RATE_LIMITED:
+                budget.on_rate_limited(now, decision.lane_delay)
+            else:
+                budget.cool(now, decision.lane_delay)
+        elif action is LaneAction.PARK:
+            budget.park(now, decision.lane_delay)
+        elif action is LaneAction.DISABLE:
+            if outcome.kind is Kind.KEY_INVALID:
+                self.disable(lane, f"invalid key (HTTP {outcome.status})")
+            else:
+                self.disable(
+                    lane,
+                    f"quota or billing exhausted (HTTP {outcome.status})",
+                    error=QuotaExhaustedError,
+                    probe_after=300.0,
+                )
+        if decision.avoid_lane:
+            req.avoid.add(lane.name)
+        return decision.retry, decision.delay, decision.counts
+
+    async def call(self, req: Request) -> Response:
+        """Run one non-streaming request to its end: a Response, or a KeymuxError."""
+        with _Deadline(self.clock, req.deadline_at, f"{req.provider} {req.endpoint}"):
+            return await self._call(req)
+
+    async def _call(self, req: Request) -> Response:
+        started = self.clock.now()
+        retries = 0
+        attempts = 0
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            while True:
+                lane = await self._acquire(req)
+                attempts += 1
+                if attempts > 1:
+                    lane.retries += 1
+                try:
+                    result = await self._attempt(lane, req, attempts, started)
+                finally:
+                    self._release(lane)
+                if isinstance(result, Response):
+                    return result
+                retry, delay, counts = self._after_failure(lane, req, result, retries, attempts)
+                if not retry:
+                    raise self._error(lane, result, attempts)
+                if counts:
+                    retries += 1
+                if delay > 0:
+                    await self.clock.sleep(delay)
+        except asyncio.CancelledError as exc:
+            if task in self._closing_tasks:
+                self._closing_tasks.discard(task)
+                task.uncancel()
+                raise ClosedError(
+                    f"{req.provider} request cancelled: the multiplexer closed before it finished"
+                ) from exc
+            raise
+        finally:
+            self._running.discard(task)
+
+    async def _attempt(
+        self, lane: Lane, req: Request, attempts: int, started: float
+    ) -> Response | Outcome:
+        adapter = lane.adapter
+        http = adapter.build(
+            req.endpoint,
+            req.params,
+            model=req.model,
+            stream=False,
+            base_url=lane.base_url,
+            api_key=lane.secret.reveal(),
+        )
+        t0 = self.clock.now()
+        try:
+            status, headers, body = await self.engine.send(http, req.timeout)
+        except TransportFailure as exc:
+            return Outcome(
+                Kind.TRANSPORT,
+                0,
+                exc.message,
+                error_type="timeout" if exc.timed_out else "connection",
+            )
+        now = self.clock.now()
+        lane.observe_latency(now - t0)
+        budget = lane.budget
+        snapshot = adapter.rate_snapshot(headers, self.clock.wall())
+        if snapshot is not None:
+            budget.observe(snapshot, now, max(0, budget.in_flight - 1))
+        if 200 <= status < 300:
+            try:
+                data = json.loads(body)
+                parsed = adapter.parse(req.endpoint, data)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                lane.failures += 1
+                raise MalformedResponseError(
+                    f"{lane.provider} key {lane.name!r}: the answer (HTTP {status}) was not "
+                    f"usable: {_short(exc)}",
+                    provider=lane.provider,
+                    key_name=lane.name,
+                    status=status,
+                    attempts=attempts,
+                ) from exc
+            return self._success(lane, req, parsed, attempts, started, raw=data)
+        return adapter.classify(status, headers, body)
+
+    def _success(
+        self,
+        lane: Lane,
+        req: Request,
+        parsed: Parsed,
+        attempts: int,
+        started: float,
+        *,
+        raw: Any,
+    ) -> Response:
+        budget = lane.budget
+        usage = parsed.usage
+        if req.reservation is not None:
+            budget.settle(req.reservation, usage.total_tokens or None)
+        budget.on_success()
+        lane.successes += 1
+        lane.input_tokens += usage.input_tokens
+        lane.output_tokens += usage.output_tokens
+        return Response(
+            text=parsed.text,
+            provider=lane.provider,
+            key_name=lane.name,
+            model=parsed.model,
+            usage=usage,
+            attempts=attempts,
+            latency_s=self.clock.now() - started,
+            raw=raw,
+            embeddings=parsed.embeddings,
+            finish_reason=parsed.finish_reason,
+        )
+
+    # -- streams ----------------------------------------------------------------------------
+
+    async def stream(self, req: Request) -> AsyncGenerator[str | Response, None]:
+        """Text deltas, then the final Response. Retried only before the first delta."""
+        started = self.clock.now()
+        retries = 0
+        attempts = 0
+        what = f"{req.provider} stream"
+        while True:
+            with _Deadline(self.clock, req.deadline_at, what):
+                lane = await self._acquire(req)
+            attempts += 1
+            if attempts > 1:
+                lane.retries += 1
+            delivered = 0
+            text: list[str] = []
+            failure: Outcome | None = None
+            released = False
+            try:
+                adapter = lane.adapter
+                http = adapter.build(
+                    req.endpoint,
+                    req.params,
+                    model=req.model,
+                    stream=True,
+                    base_url=lane.base_url,
+                    api_key=lane.secret.reveal(),
+                )
+                t0 = self.clock.now()
+                try:
+                    with _Deadline(self.clock, req.deadline_at, what):
+                        resp = await self.engine.open(http, req.timeout)
+                except TransportFailure as exc:
+                    failure = Outcome(
+                        Kind.TRANSPORT,
+                        0,
+                        exc.message,
+                        error_type="timeout" if exc.timed_out else "connection",
+                    )
+                else:
+                    try:
+                        snapshot = adapter.rate_snapshot(resp.headers, self.clock.wall())
+                        if snapshot is not None:
+                            lane.budget.observe(
+                                snapshot, self.clock.now(), max(0, lane.budget.in_flight - 1)
+                            )
+                        if not 200 <= resp.status < 300:
+                            with _Deadline(self.clock, req.deadline_at, what):
+                                body = await _read(resp)
+                            failure = adapter.classify(resp.status, resp.headers, body)
+                        else:
+                            parser = SSEParser()
+                            decoder = adapter.stream_decoder()
+                            content = resp.content
+                            while not _finished(decoder):
+                                try:
+                                    with _Deadline(self.clock, req.deadline_at, what):
+                                        chunk = await content.readany()
+                                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                                    tf = describe(exc)
+                                    failure = Outcome(
+                                        Kind.TRANSPORT,
+                                        0,
+                                        tf.message,
+                                        error_type="timeout" if tf.timed_out else "connection",
+                                    )
+                                    break
+                                events = parser.feed(chunk) if chunk else parser.close()
+                                try:
+                                    for event in events:
+                                        delta = decoder.feed(event)
+                                        if delta:
+                                            delivered += 1
+                                            text.append(delta)
+                                            yield delta
+                                        if _finished(decoder):
+                                            break
+                                except StreamFailure as exc:
+                                    failure = Outcome(
+                                        Kind.OVERLOADED if exc.retryable else Kind.SERVER_ERROR,
+                                        resp.status,
+                                        f"error event in the stream: {exc.message}",
+                                        error_type=exc.error_type,
+                                    )
+                                    break
+                                except (ValueError, TypeError, KeyError) as exc:
+                                    failure = Outcome(
+                                        Kind.MALFORMED,
+                                        resp.status,
+                                        f"garbage in the stream: {_short(exc)}",
+                                    )
+                                    break
+                                if not chunk:
+                                    if not _finished(decoder):
+                                        failure = Outcome(
+                                            Kind.TRANSPORT,
+                                            resp.status,
+                                            "the stream ended before the provider's end marker",
+                                            error_type="truncated",
+                                        )
+                                    break
+                            if failure is None:
+                                lane.observe_latency(self.clock.now() - t0)
+                                parsed = decoder.result()
+                                final = self._success(
+                                    lane, req, parsed, attempts, started, raw=None
+                                )
+                                self._release(lane)
+                                released = True
+                                yield final
+                                return
+                    finally:
+                        resp.release()
+            finally:
+                if not released:
+                    self._release(lane)
+            assert failure is not None
+            if delivered:
+                lane.failures += 1
+                raise StreamError(
+                    f"{lane.provider} key {lane.name!r}: the stream broke after {delivered} "
+                    f"chunks ({sum(map(len, text))} characters) had reached the caller: "
+                    f"{failure.message}. It is not retried, since part of the answer was "
+                    "already delivered.",
+                    provider=lane.provider,
+                    key_name=lane.name,
+                    status=failure.status or None,
+                    attempts=attempts,
+                    error_type=failure.error_type,
+                    chunks_received=delivered,
+                    text_received="".join(text),
+                )
+            if failure.kind is Kind.MALFORMED:
+                lane.failures += 1
+                raise MalformedResponseError(
+                    f"{lane.provider} key {lane.name!r}: {failure.message}",
+                    provider=lane.provider,
+                    key_name=lane.name,
+                    status=failure.status,
+                    attempts=attempts,
+                )
+            retry, delay, counts = self._after_failure(lane, req, failure, retries, attempts)
+            if not retry:
+                raise self._error(lane, failure, attempts)
+            if counts:
+                retries += 1
+            if delay > 0:
+                with _Deadline(self.clock, req.deadline_at, what):
+                    await self.clock.sleep(delay)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Refuse new work, fail waiting requests, give in-flight ones ``grace`` seconds, then
+        cancel them with ClosedError; close the HTTP session."""
+        if self.closed and not self._running:
+            await self.engine.close()
+            return
+        self.closed = True
+        for handle in list(self._probe_handles):
+            handle.cancel()
+        self._probe_handles.clear()
+        for ps in self.providers.values():
+            for lane in ps.lanes.values():
+                if lane.timer is not None:
+                    lane.timer.cancel()
+                    lane.timer = None
+                for w in lane.queue:
+                    if w.state == WAITING:
+                        w.state = GONE
+                        if not w.future.done():
+                            w.future.set_exception(
+                                ClosedError(
+                                    f"{lane.provider} request not sent: the multiplexer closed "
+                                    "while it waited in the queue",
+                                    provider=lane.provider,
+                                )
+                            )
+                lane.queue.clear()
+                lane.n_waiting = 0
+            ps.unpinned.clear()
+            ps.idle.clear()
+        current = asyncio.current_task()
+        pending = {t for t in self._running if t is not current and not t.done()}
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                self._closing_tasks.add(task)
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5.0)
+        await self.engine.close()
+
+    def forget_loop(self) -> None:
+        """After fork: drop loop-bound state inherited from the parent."""
+        self.engine.forget()
+        self._running.clear()
+        self._closing_tasks.clear()
+        self._probe_handles.clear()
+        for ps in self.providers.values():
+            ps.unpinned.clear()
+            for lane in ps.lanes.values():
+                lane.timer = None
+                lane.queue.clear()
+                lane.n_waiting = 0
+                lane.in_flight = 0
+                lane.budget.in_flight = 0
+                if lane.enabled:
+                    ps.idle[lane] = None
+
+
+async def _read(resp: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await resp.read()
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return b""
+
+
+def _why_unusable(lane: Lane, req: Request) -> str:
+    if lane.enabled and lane.name in req.avoid:
+        return "already failed this request"
+    return lane.disabled_reason or "disabled"
+
+
+def _finished(decoder: StreamDecoder) -> bool:
+    return decoder.done
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

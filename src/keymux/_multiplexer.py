@@ -1,0 +1,328 @@
+"""The public Multiplexer: keys, clients, statistics, lifecycle."""
+
+from __future__ import annotations
+
+import os
+import random
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from ._client import ProviderClient
+from ._clock import Clock, SystemClock
+from ._config import KeySpec, MuxConfig, RetryPolicy, Timeout
+from ._core import Core
+from ._env import EnvProblem, EnvScan, discover_keys
+from ._errors import ConfigError
+from ._http import client_timeout
+from ._secret import Secret
+from ._stats import lane_stats
+from ._strategies import Strategy, resolve_strategy
+from ._sync import Runtime
+from .providers import ADAPTERS, Adapter, canonical_provider
+
+__all__ = ["ApiKeyMultiplexer", "Multiplexer"]
+
+_UNSET: Any = object()
+
+
+class Multiplexer:
+    """Spreads requests for each provider across many API keys.
+
+    One lane per key with a bounded queue, a concurrency limit, its own backoff and rate
+    budget; one asyncio core with a thin synchronous facade. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        max_concurrent_requests: int = 5,
+        queue_size: int = 100,
+        initial_retry_delay: float = 1.0,
+        backoff_factor: float = 2.0,
+        max_retries: int = 5,
+        timeout: float | Timeout | None = 60.0,
+        *,
+        max_retry_delay: float = 60.0,
+        close_grace: float = 10.0,
+        clock: Clock | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._config = MuxConfig(
+            max_concurrent_requests=max_concurrent_requests,
+            queue_size=queue_size,
+            retry=RetryPolicy(
+                initial_retry_delay=initial_retry_delay,
+                backoff_factor=backoff_factor,
+                max_retries=max_retries,
+                max_retry_delay=max_retry_delay,
+            ),
+            timeout=Timeout.of(timeout),
+        )
+        if close_grace < 0:
+            raise ConfigError(f"close_grace must be zero or more, got {close_grace!r}")
+        self._close_grace = close_grace
+        self._clock: Clock = clock or SystemClock()
+        self._adapters: Mapping[str, Adapter] = ADAPTERS
+        self._core = Core(self._config, clock=self._clock, rng=random.Random(seed))
+        self._runtime = Runtime(on_shutdown=self._shutdown, on_fork=self._core.forget_loop)
+        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        self._default_timeout = client_timeout(self._config.timeout)
+        self._counts_tokens = False
+        self._closed = False
+        #: problems found by ``from_env`` (malformed .env lines, empty values), never secrets
+        self.env_problems: list[EnvProblem] = []
+        self._finalizer = weakref.finalize(self, _finalize, self._runtime, self._core)
+
+    # -- construction from the environment --------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        dotenv_path: str | os.PathLike[str] | None = ".env",
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Multiplexer:
+        """A multiplexer with every key found in ``os.environ`` and ``./.env``."""
+        mux = cls(**kwargs)
+        scan = discover_keys(environ, dotenv_path=dotenv_path, use_dotenv=dotenv_path is not None)
+        mux._load_scan(scan)
+        return mux
+
+    def _load_scan(self, scan: EnvScan) -> None:
+        self.env_problems = list(scan.problems)
+        for spec in scan.keys:
+            self._add_spec(spec)
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def add_key(
+        self,
+        provider: str,
+        name: str,
+        api_key: str | Secret,
+        *,
+        max_concurrent: int | None = None,
+        base_url: str | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        rpd: float | None = None,
+        weight: float = 1.0,
+        group: str | None = None,
+    ) -> None:
+        """Add a key. ``provider``: "openai", "groq", "claude" ("anthropic") or "gemini"."""
+        provider = canonical_provider(provider)
+        if isinstance(api_key, Secret):
+            secret = api_key
+        elif isinstance(api_key, str):
+            secret = Secret(api_key)
+        else:
+            raise ConfigError(f"{provider} key {name!r}: api_key must be a string")
+        spec = KeySpec(
+            provider=provider,
+            name=name,
+            secret=secret,
+            max_concurrent=max_concurrent,
+            base_url=base_url,
+            rpm=rpm,
+            tpm=tpm,
+            rpd=rpd,
+            weight=weight,
+            group=group,
+        )
+        self._add_spec(spec)
+
+    def _add_spec(self, spec: KeySpec) -> None:
+        if self._closed:
+            from ._errors import ClosedError
+
+            raise ClosedError("the multiplexer is closed")
+        if spec.tpm:
+            self._counts_tokens = True
+        self._runtime.call_soon(lambda: self._core.add_lane(spec))
+
+    def add_openai_key(self, name: str, api_key: str | Secret, **options: Any) -> None:
+        """Add an OpenAI key (same options as ``add_key``)."""
+        self.add_key("openai", name, api_key, **options)
+
+    def add_groq_key(self, name: str, api_key: str | Secret, **options: Any) -> None:
+        """Add a Groq key (same options as ``add_key``)."""
+        self.add_key("groq", name, api_key, **options)
+
+    def add_claude_key(self, name: str, api_key: str | Secret, **options: Any) -> None:
+        """Add an Anthropic (Claude) key (same options as ``add_key``)."""
+        self.add_key("claude", name, api_key, **options)
+
+    add_anthropic_key = add_claude_key
+
+    def add_gemini_key(self, name: str, api_key: str | Secret, **options: Any) -> None:
+        """Add a Google Gemini key (same options as ``add_key``)."""
+        self.add_key("gemini", name, api_key, **options)
+
+    def remove_key(self, provider: str, name: str) -> None:
+        """Remove a key: its waiting requests move to other keys or fail clearly; requests in
+        flight on it finish."""
+        provider = canonical_provider(provider)
+        self._runtime.call_soon(lambda: self._core.remove_lane(provider, name))
+
+    def keys(self) -> list[dict[str, Any]]:
+        """The keys, masked: provider, name, masked key, fingerprint, source, status."""
+        now = self._clock.now()
+        out = []
+        for provider, ps in self._core.providers.items():
+            for lane in list(ps.lanes.values()):
+                out.append(
+                    {
+                        "provider": provider,
+                        "name": lane.name,
+                        "key": lane.secret.masked,
+                        "key_id": lane.secret.key_id,
+                        "source": lane.source,
+                        "status": lane.status(now),
+                        "base_url": lane.base_url,
+                    }
+                )
+        return out
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def get_client(
+        self,
+        provider: str,
+        key_name: str | None = None,
+        strategy: str | Strategy[Any] = "round-robin",
+    ) -> ProviderClient:
+        """A client for one provider: pinned to ``key_name`` ("specific"), or choosing a key per
+        request with ``strategy``."""
+        provider = canonical_provider(provider)
+        if strategy == "specific" and key_name is None:
+            raise ConfigError('strategy "specific" needs key_name=')
+        if key_name is not None:
+            if key_name not in self._core.providers[provider].lanes:
+                known = ", ".join(self._core.providers[provider].lanes) or "none"
+                raise ConfigError(f"{provider} has no key named {key_name!r} (known: {known})")
+            return ProviderClient(
+                self, provider, key_name=key_name, strategy="specific", strategy_fn=None
+            )
+        name, fn = resolve_strategy(strategy)
+        return ProviderClient(self, provider, key_name=None, strategy=name, strategy_fn=fn)
+
+    def get_openai_client(
+        self, key_name: str | None = None, strategy: str | Strategy[Any] = "round-robin"
+    ) -> ProviderClient:
+        return self.get_client("openai", key_name=key_name, strategy=strategy)
+
+    def get_groq_client(
+        self, key_name: str | None = None, strategy: str | Strategy[Any] = "round-robin"
+    ) -> ProviderClient:
+        return self.get_client("groq", key_name=key_name, strategy=strategy)
+
+    def get_claude_client(
+        self, key_name: str | None = None, strategy: str | Strategy[Any] = "round-robin"
+    ) -> ProviderClient:
+        return self.get_client("claude", key_name=key_name, strategy=strategy)
+
+    get_anthropic_client = get_claude_client
+
+    def get_gemini_client(
+        self, key_name: str | None = None, strategy: str | Strategy[Any] = "round-robin"
+    ) -> ProviderClient:
+        return self.get_client("gemini", key_name=key_name, strategy=strategy)
+
+    def _client_timeout(self, timeout: float | Timeout | None) -> aiohttp.ClientTimeout:
+        if timeout is None:
+            return self._default_timeout
+        spec = Timeout.of(timeout)
+        cached = self._timeouts.get(spec)
+        if cached is None:
+            cached = self._timeouts[spec] = client_timeout(spec)
+        return cached
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def get_usage_stats(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per provider, per key name: usage, queue_size, current_requests, successes,
+        failures, retries, rate_limited, status, and more. JSON-serialisable."""
+        now = self._clock.now()
+        wall = self._clock.wall()
+        return {
+            provider: {lane.name: lane_stats(lane, now, wall) for lane in list(ps.lanes.values())}
+            for provider, ps in self._core.providers.items()
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        await self._core.aclose(self._close_grace)
+
+    def close(self) -> None:
+        """Finish or fail every accepted request, then release connections and the loop."""
+        self._closed = True
+        self._core.closed = True
+        self._runtime.close(self._shutdown)
+
+    async def aclose(self) -> None:
+        """Finish or fail every accepted request, then release connections."""
+        self._closed = True
+        self._core.closed = True
+        await self._runtime.aclose(self._shutdown)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Multiplexer:
+        return self
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Multiplexer:
+        await self._runtime.arun(_noop)  # bind to this loop now
+        return self
+
+    async def __aexit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        counts = ", ".join(
+            f"{name}={len(ps.lanes)}" for name, ps in self._core.providers.items() if ps.lanes
+        )
+        state = " closed" if self._closed else ""
+        return f"<keymux.Multiplexer keys({counts or 'none'}){state}>"
+
+
+#: the seed's name
+ApiKeyMultiplexer = Multiplexer
+
+
+async def _noop() -> None:
+    return None
+
+
+def _finalize(runtime: Runtime, core: Core) -> None:
+    """At garbage collection or interpreter exit: stop a portal loop we own, closing the
+    session on it first (no "unclosed session" noise)."""
+    core.closed = True
+    loop = runtime.loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+    if runtime._thread is None:
+        return  # a caller's loop: it closes the core when it shuts down
+    try:
+        runtime.close(lambda: core.aclose(0.0))
+    except Exception:
+        pass

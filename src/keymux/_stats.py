@@ -1,0 +1,41 @@
+"""Usage statistics: a JSON-ready snapshot of every lane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._lane import Lane
+
+__all__ = ["lane_stats"]
+
+
+def lane_stats(lane: Lane, now: float, wall: float) -> dict[str, Any]:
+    """One key's counters and state. Never the secret: its masked form and fingerprint only."""
+    out: dict[str, Any] = {
+        "usage": lane.usage,
+        "queue_size": lane.n_waiting,
+        "current_requests": lane.in_flight,
+        "successes": lane.successes,
+        "failures": lane.failures,
+        "retries": lane.retries,
+        "rate_limited": lane.rate_limited,
+        "status": lane.status(now),
+        "max_concurrent": lane.max_concurrent,
+        "key": lane.secret.masked,
+        "key_id": lane.secret.key_id,
+        "source": lane.source,
+        "group": lane.group,
+        "weight": lane.weight,
+        "input_tokens": lane.input_tokens,
+        "output_tokens": lane.output_tokens,
+        "avg_latency_s": round(lane.latency, 4),
+    }
+    if not lane.enabled:
+        out["disabled_reason"] = lane.disabled_reason
+        out["disabled_since_s"] = (
+            None if lane.disabled_at is None else round(max(0.0, wall - lane.disabled_at), 3)
+        )
+        if lane.probe_at is not None:
+            out["next_probe_in_s"] = round(max(0.0, lane.probe_at - wall), 3)
+    out.update(lane.budget.snapshot(now))
+    return out

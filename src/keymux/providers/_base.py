@@ -1,0 +1,163 @@
+"""The adapter protocol: what keymux needs to know about one provider's HTTP API.
+
+An adapter is stateless and pure: it builds ``HttpRequest`` data, parses bodies, classifies
+answers and reads rate-limit headers. It never does I/O. The core owns sending, retrying and
+pacing. Streams are read through a per-stream ``StreamDecoder`` the adapter creates.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .._types import HttpRequest, Outcome, Parsed, RateSnapshot
+
+__all__ = ["Adapter", "SSEEvent", "SSEParser", "StreamDecoder", "StreamFailure"]
+
+
+class StreamFailure(Exception):
+    """Raised by a StreamDecoder for an error event inside a 200 stream."""
+
+    def __init__(self, message: str, *, error_type: str | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+        self.retryable = retryable
+
+
+class SSEEvent:
+    """One server-sent event."""
+
+    __slots__ = ("data", "event")
+
+    def __init__(self, event: str | None, data: str) -> None:
+        self.event = event
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(event={self.event!r}, data={self.data!r})"
+
+
+class SSEParser:
+    """Incremental SSE decoder: feed bytes as they arrive, get complete events back.
+
+    Accepts LF, CRLF and CR line endings; joins multi-line ``data:``; ignores comments and ids.
+    """
+
+    __slots__ = ("_buf", "_data", "_decoder", "_event")
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes | str) -> list[SSEEvent]:
+        text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
+        buf = self._buf + text
+        hold = ""
+        if buf.endswith("\r"):  # may be the first half of "\r\n": decide with the next chunk
+            buf, hold = buf[:-1], "\r"
+        if "\r" in buf:
+            buf = buf.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, rest = buf.split("\n")
+        self._buf = rest + hold
+        events: list[SSEEvent] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """Flush at end of stream (an event without its final blank line still counts)."""
+        events: list[SSEEvent] = []
+        if self._buf.strip("\r"):
+            self._line(self._buf.strip("\r"), events)
+        self._buf = ""
+        self._line("", events)
+        return events
+
+    def _line(self, line: str, events: list[SSEEvent]) -> None:
+        if line == "":
+            if self._data:
+                events.append(SSEEvent(self._event, "\n".join(self._data)))
+            self._event = None
+            self._data = []
+            return
+        if line.startswith(":"):
+            return
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+
+
+class StreamDecoder(Protocol):
+    """Reads one provider stream, event by event."""
+
+    #: True once the provider's end-of-stream marker arrived ([DONE], message_stop, finishReason)
+    done: bool
+
+    def feed(self, event: SSEEvent) -> str | None:
+        """Take one event; return a text delta for the caller, or None.
+        Raise ``StreamFailure`` for an error event, ``ValueError`` for garbage."""
+        ...
+
+    def result(self) -> Parsed:
+        """The whole answer so far: full text, model, usage, finish reason."""
+        ...
+
+
+class Adapter(Protocol):
+    """One provider's wire protocol. Found by name in ``keymux.providers.ADAPTERS``."""
+
+    #: canonical provider name: "openai", "groq", "claude", "gemini"
+    name: str
+    #: what the official SDK calls its base URL (api.md)
+    default_base_url: str
+    #: endpoint -> model used when the caller passes model=None
+    default_models: Mapping[str, str]
+    #: endpoints this provider supports ("chat", "embed")
+    endpoints: frozenset[str]
+
+    def build(
+        self,
+        endpoint: str,
+        params: Mapping[str, Any],
+        *,
+        model: str | None,
+        stream: bool,
+        base_url: str,
+        api_key: str,
+    ) -> HttpRequest:
+        """The HTTP request for one attempt. ``params`` holds ``messages`` (chat) or ``input``
+        (embed) plus provider parameters. Raises ``keymux.BadRequestError``/``UnsupportedError``
+        for a request that cannot be built."""
+        ...
+
+    def parse(self, endpoint: str, body: Any) -> Parsed:
+        """Read a 2xx JSON body; ``ValueError`` (with a clear message) if fields are missing."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A fresh decoder for one streamed chat answer."""
+        ...
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+        """Classify a non-2xx answer (body may be empty or not JSON)."""
+        ...
+
+    def rate_snapshot(self, headers: Mapping[str, str], now_wall: float) -> RateSnapshot | None:
+        """Rate-limit facts from any answer's headers (None if there are none)."""
+        ...
+
+    def estimate_tokens(self, endpoint: str, params: Mapping[str, Any]) -> int:
+        """A quick upper-ish estimate of the tokens a request will use (prompt + max output)."""
+        ...
+
+    def probe(self, *, base_url: str, api_key: str) -> HttpRequest:
+        """A cheap request that succeeds iff the key works (its models endpoint)."""
+        ...

@@ -1,0 +1,537 @@
+"""Anthropic's Messages API (``POST {base}/v1/messages``), spoken natively.
+
+keymux callers pass OpenAI-style ``messages``; this adapter turns them into an Anthropic body:
+``system`` messages (anywhere) become the top-level ``system``, consecutive messages of one role
+are merged (Anthropic wants user/assistant turns to alternate), OpenAI ``text`` and
+``image_url`` parts become Anthropic content blocks, ``max_tokens`` (required by Anthropic) gets
+a default, and ``stop`` becomes ``stop_sequences``. Anthropic-native content blocks and every
+other parameter pass through unchanged, so the provider's own validation speaks for itself.
+
+Errors are classified by status, ``error.type`` and ``error.details.error_code``
+(reference/providers.md §3.5, §7); rate-limit facts come from the ``anthropic-ratelimit-*``
+headers, whose resets are absolute RFC 3339 timestamps (§3.6).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .._errors import BadRequestError, UnsupportedError
+from .._headers import parse_float, parse_retry_after, parse_rfc3339
+from .._secret import mask
+from .._types import HttpRequest, Kind, LimitInfo, Outcome, Parsed, RateSnapshot, Usage
+from ._base import SSEEvent, StreamFailure
+
+__all__ = ["ClaudeAdapter", "ClaudeStreamDecoder"]
+
+PROVIDER = "claude"
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+
+#: caller parameters this adapter rewrites; everything else passes through
+_HANDLED = frozenset(
+    {"messages", "model", "stream", "max_tokens", "max_completion_tokens", "stop", "betas"}
+)
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+_TURN_ROLES = frozenset({"user", "assistant"})
+#: mid-stream error types worth another attempt (what would be a 529 or 500 outside a stream)
+_RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error"})
+#: Anthropic keys, in case an error message or a proxy's page ever echoes one
+_KEY_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}")
+#: "You will regain access on 2026-09-01 at 00:00 UTC." (spend-cap 429)
+_REGAIN_RE = re.compile(r"regain access on (\d{4}-\d{2}-\d{2})(?: at (\d{1,2}:\d{2}))? UTC")
+#: 400 messages that mean "this key's money is spent", not "your request is wrong"
+_BILLING_400 = ("specified api usage limits", "credit balance is too low")
+_DATA_URL_RE = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
+
+
+def _dumps(body: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise BadRequestError(
+            f"claude: the request parameters are not JSON-serialisable: {exc}", provider=PROVIDER
+        ) from exc
+
+
+def _bad(message: str) -> BadRequestError:
+    return BadRequestError(f"claude: {message}", provider=PROVIDER)
+
+
+def _system_text(content: Any, where: str) -> str:
+    """A system message's content as one string (a str or a list of text parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts: list[str] = []
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type") == "text":
+                text = part.get("text")
+                if isinstance(text, str):
+                    texts.append(text)
+                    continue
+            raise _bad(f"{where}: a system message may hold only text parts")
+        return "\n\n".join(texts)
+    raise _bad(f"{where}: content must be a string or a list of text parts")
+
+
+def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An OpenAI ``image_url`` part as an Anthropic ``image`` block (data URL or http URL)."""
+    spec = part.get("image_url")
+    url = spec.get("url") if isinstance(spec, Mapping) else spec
+    if not isinstance(url, str) or not url:
+        raise _bad(f"{where}: an image_url part needs a url")
+    match = _DATA_URL_RE.fullmatch(url)
+    if match:
+        source = {"type": "base64", "media_type": match.group(1), "data": match.group(2)}
+        return {"type": "image", "source": source}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _bad(f"{where}: an image url must be a data: URL (base64) or an http(s) URL")
+
+
+def _blocks(content: Any, where: str) -> str | list[Any]:
+    """A user/assistant content as Anthropic expects it: a str, or a list of content blocks."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _bad(f"{where}: content must be a string or a list of content parts")
+    blocks: list[Any] = []
+    for i, part in enumerate(content):
+        if isinstance(part, str):
+            blocks.append({"type": "text", "text": part})
+            continue
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise _bad(f"{where}.content[{i}]: a content part must be an object with a 'type'")
+        if part["type"] == "image_url":
+            blocks.append(_image_block(part, f"{where}.content[{i}]"))
+        else:  # OpenAI text parts have Anthropic's shape; native blocks pass through
+            blocks.append(part)
+    return blocks
+
+
+def _as_list(content: str | list[Any]) -> list[Any]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def convert_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """OpenAI-style messages -> (system texts, Anthropic messages with merged same-role turns)."""
+    if not isinstance(messages, list | tuple) or not messages:
+        raise _bad("messages must be a non-empty list of {'role': ..., 'content': ...} objects")
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(msg, Mapping):
+            raise _bad(f"{where} must be an object with 'role' and 'content'")
+        role = msg.get("role")
+        if role in _SYSTEM_ROLES:
+            system.append(_system_text(msg.get("content"), where))
+            continue
+        if role not in _TURN_ROLES:
+            raise _bad(
+                f"{where} has role {role!r}; use 'system', 'user' or 'assistant' "
+                "(for tool results send Anthropic tool_result blocks in a user message)"
+            )
+        content = msg.get("content")
+        if content is None:
+            raise _bad(
+                f"{where} has no content (OpenAI tool_calls are not translated; "
+                "send Anthropic tool_use blocks instead)"
+            )
+        blocks = _blocks(content, where)
+        if turns and turns[-1]["role"] == role:
+            last = turns[-1]
+            last["content"] = _as_list(last["content"]) + _as_list(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    if not turns:
+        raise _bad("messages need at least one user or assistant message besides system ones")
+    return system, turns
+
+
+def _max_tokens(params: Mapping[str, Any]) -> int | None:
+    value = params.get("max_tokens")
+    if value is None:
+        value = params.get("max_completion_tokens")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad(f"max_tokens must be a positive integer, got {value!r}")
+    return value
+
+
+def _merge_system(given: Any, texts: list[str]) -> Any:
+    """A caller's own top-level ``system`` combined with the system messages."""
+    joined = "\n\n".join(texts)
+    if given is None:
+        return joined
+    if isinstance(given, str):
+        return f"{given}\n\n{joined}" if given else joined
+    if isinstance(given, list):
+        return [*given, {"type": "text", "text": joined}]
+    raise _bad("system must be a string or a list of text blocks")
+
+
+def _chars(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if isinstance(part, str):
+                total += len(part)
+            elif isinstance(part, Mapping):
+                text = part.get("text")
+                if isinstance(text, str):
+                    total += len(text)
+        return total
+    return 0
+
+
+def prompt_tokens(messages: Any) -> int:
+    """A quick prompt estimate: ceil(chars / 4) + 4 per message (shared with Gemini)."""
+    chars = 0
+    count = 0
+    if isinstance(messages, list | tuple):
+        for msg in messages:
+            if isinstance(msg, Mapping):
+                count += 1
+                chars += _chars(msg.get("content"))
+    return math.ceil(chars / 4) + 4 * count
+
+
+def positive_int(value: Any) -> int | None:
+    """value if it is a positive int (not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def lowered(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """Headers for lowercase lookups: a case-insensitive multidict as it is, others lowercased."""
+    if isinstance(headers, CIMultiDictProxy | CIMultiDict):  # aiohttp's: case-insensitive
+        return headers
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _limit(headers: Mapping[str, str], prefix: str, now_wall: float) -> LimitInfo | None:
+    limit = parse_float(headers.get(prefix + "limit"))
+    remaining = parse_float(headers.get(prefix + "remaining"))
+    reset_at = parse_rfc3339(headers.get(prefix + "reset"))
+    if limit is None and remaining is None and reset_at is None:
+        return None
+    reset_after = None if reset_at is None else max(0.0, reset_at - now_wall)
+    return LimitInfo(limit=limit, remaining=remaining, reset_after=reset_after)
+
+
+def _redact(text: str) -> str:
+    return _KEY_RE.sub(lambda m: mask(m.group(0)), text) if "sk-ant-" in text else text
+
+
+def _snippet(body: bytes) -> str:
+    text = " ".join(body[:400].decode("utf-8", "replace").split())
+    return text[:200]
+
+
+def _regain_after(message: str, now_wall: float) -> float | None:
+    """Seconds until "You will regain access on YYYY-MM-DD at HH:MM UTC", if the message says."""
+    match = _REGAIN_RE.search(message)
+    if not match:
+        return None
+    try:
+        day = datetime.strptime(match.group(1), "%Y-%m-%d").replace(tzinfo=UTC)
+        if match.group(2):
+            hours, minutes = (int(x) for x in match.group(2).split(":"))
+            day = day.replace(hour=hours, minute=minutes)
+    except ValueError:
+        return None
+    return max(0.0, day.timestamp() - now_wall)
+
+
+def classify_claude(
+    status: int, headers: Mapping[str, str], body: bytes, now_wall: float
+) -> Outcome:
+    """The pure classification of one non-2xx Anthropic answer (providers.md §3.5, §7)."""
+    headers = lowered(headers)
+    error_type: str | None = None
+    code: str | None = None
+    message = ""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        if isinstance(error.get("type"), str):
+            error_type = error["type"]
+        if isinstance(error.get("message"), str):
+            message = error["message"]
+        details = error.get("details")
+        if isinstance(details, dict) and isinstance(details.get("error_code"), str):
+            code = details["error_code"]
+    elif body:
+        message = _snippet(body)
+    message = _redact(message) or f"HTTP {status} from Anthropic"
+    retry_after = parse_retry_after(headers, now_wall)
+    lower = message.lower()
+
+    if status == 429:
+        spend_cap = code == "enforced_spend_limit_reached" or (
+            retry_after is None and "regain access on" in lower
+        )
+        if spend_cap:
+            kind = Kind.QUOTA_SPENT
+            retry_after = _regain_after(message, now_wall)
+        else:
+            kind = Kind.RATE_LIMITED
+    elif (
+        status == 402
+        or error_type == "billing_error"
+        or (status == 400 and any(phrase in lower for phrase in _BILLING_400))
+    ):
+        kind = Kind.QUOTA_SPENT
+    elif status in (401, 403):
+        kind = Kind.KEY_INVALID
+    elif status == 529 or error_type == "overloaded_error":
+        kind = Kind.OVERLOADED
+    elif status >= 500 or status in (408, 409):
+        kind = Kind.SERVER_ERROR
+    elif status == 413:
+        kind = Kind.TOO_LARGE
+    else:
+        kind = Kind.BAD_REQUEST
+    return Outcome(
+        kind=kind,
+        status=status,
+        message=message,
+        retry_after=retry_after,
+        error_type=error_type,
+        code=code,
+    )
+
+
+_STREAM_EVENTS = frozenset(
+    {"message_start", "content_block_delta", "message_delta", "message_stop", "error"}
+)
+
+
+class ClaudeStreamDecoder:
+    """Reads one Anthropic stream: named events, cumulative usage, ``message_stop`` at the end."""
+
+    __slots__ = ("_input", "_output", "_stop_reason", "_text", "done", "model")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.model: str | None = None
+        self._text: list[str] = []
+        self._input = 0
+        self._output = 0
+        self._stop_reason: str | None = None
+
+    def feed(self, event: SSEEvent) -> str | None:
+        name = event.event
+        if name is not None and name not in _STREAM_EVENTS:
+            return None  # ping and event types added later
+        try:
+            data = json.loads(event.data)
+        except ValueError as exc:
+            raise ValueError(f"claude stream: data is not JSON: {event.data[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"claude stream: data is not an object: {event.data[:200]!r}")
+        kind = data.get("type", name)
+        if kind == "content_block_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if isinstance(text, str) and text:
+                    self._text.append(text)
+                    return text
+            return None
+        if kind == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict):
+                if isinstance(message.get("model"), str):
+                    self.model = message["model"]
+                self._usage(message.get("usage"))
+        elif kind == "message_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self._stop_reason = delta["stop_reason"]
+            self._usage(data.get("usage"))
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            error = data.get("error")
+            error = error if isinstance(error, dict) else {}
+            etype = error.get("type") if isinstance(error.get("type"), str) else None
+            message = error.get("message")
+            text = _redact(message) if isinstance(message, str) and message else "stream error"
+            raise StreamFailure(text, error_type=etype, retryable=etype in _RETRYABLE_STREAM_ERRORS)
+        return None
+
+    def _usage(self, usage: Any) -> None:
+        """Anthropic's usage is cumulative: the latest value of each field wins."""
+        if not isinstance(usage, dict):
+            return
+        if "input_tokens" in usage:
+            self._input = _input_tokens(usage)
+        output = usage.get("output_tokens")
+        if isinstance(output, int):
+            self._output = output
+
+    def result(self) -> Parsed:
+        return Parsed(
+            text="".join(self._text),
+            model=self.model,
+            usage=Usage(input_tokens=self._input, output_tokens=self._output),
+            finish_reason=self._stop_reason,
+        )
+
+
+def _input_tokens(usage: Mapping[str, Any]) -> int:
+    """Total input: uncached + cache writes + cache reads (each may be absent or null)."""
+    total = 0
+    for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        value = usage.get(name)
+        if isinstance(value, int):
+            total += value
+    return total
+
+
+class ClaudeAdapter:
+    """Anthropic Messages API. Stateless: one instance serves every key and request."""
+
+    name = PROVIDER
+    default_base_url = "https://api.anthropic.com"
+    default_models: Mapping[str, str] = {"chat": "claude-sonnet-4-5"}
+    endpoints = frozenset({"chat"})
+
+    def __repr__(self) -> str:
+        return "keymux.providers.ClaudeAdapter()"
+
+    def build(
+        self,
+        endpoint: str,
+        params: Mapping[str, Any],
+        *,
+        model: str | None,
+        stream: bool,
+        base_url: str,
+        api_key: str,
+    ) -> HttpRequest:
+        if endpoint != "chat":
+            raise self._unsupported(endpoint)
+        system, turns = convert_messages(params.get("messages"))
+        model = model or params.get("model") or self.default_models["chat"]
+        if not isinstance(model, str):
+            raise _bad(f"model must be a string, got {type(model).__name__}")
+        max_tokens = _max_tokens(params)
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+            "messages": turns,
+        }
+        for key, value in params.items():
+            if key not in _HANDLED:
+                body[key] = value
+        if system:
+            body["system"] = _merge_system(body.get("system"), system)
+        stop = params.get("stop")
+        if stop is not None:
+            if isinstance(stop, str):
+                body["stop_sequences"] = [stop]
+            elif isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop):
+                body["stop_sequences"] = list(stop)
+            else:
+                raise _bad("stop must be a string or a list of strings")
+        headers = self._headers(api_key)
+        headers["content-type"] = "application/json"
+        if stream:
+            body["stream"] = True
+            headers["accept"] = "text/event-stream"
+        betas = params.get("betas")
+        if betas:
+            headers["anthropic-beta"] = betas if isinstance(betas, str) else ",".join(betas)
+        return HttpRequest("POST", f"{base_url.rstrip('/')}/v1/messages", headers, _dumps(body))
+
+    def parse(self, endpoint: str, body: Any) -> Parsed:
+        if endpoint != "chat":
+            raise self._unsupported(endpoint)
+        if not isinstance(body, dict):
+            raise ValueError(f"claude: the answer is not a JSON object ({type(body).__name__})")
+        content = body.get("content")
+        if not isinstance(content, list):
+            raise ValueError("claude: the answer has no 'content' list")
+        usage = body.get("usage")
+        if not isinstance(usage, dict) or not isinstance(usage.get("output_tokens"), int):
+            raise ValueError("claude: the answer has no usage.output_tokens")
+        if not isinstance(usage.get("input_tokens"), int):
+            raise ValueError("claude: the answer has no usage.input_tokens")
+        texts = [
+            block["text"]
+            for block in content
+            if isinstance(block, dict)
+            and block.get("type") == "text"
+            and isinstance(block.get("text"), str)
+        ]
+        model = body.get("model")
+        stop_reason = body.get("stop_reason")
+        return Parsed(
+            text="".join(texts),
+            model=model if isinstance(model, str) else None,
+            usage=Usage(input_tokens=_input_tokens(usage), output_tokens=usage["output_tokens"]),
+            finish_reason=stop_reason if isinstance(stop_reason, str) else None,
+        )
+
+    def stream_decoder(self) -> ClaudeStreamDecoder:
+        return ClaudeStreamDecoder()
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+        # the protocol passes no clock: wall time is needed only for HTTP-date retry-after
+        # and the spend cap's "regain access" date
+        return classify_claude(status, headers, body, time.time())
+
+    def rate_snapshot(self, headers: Mapping[str, str], now_wall: float) -> RateSnapshot | None:
+        headers = lowered(headers)
+        requests = _limit(headers, "anthropic-ratelimit-requests-", now_wall)
+        tokens = _limit(headers, "anthropic-ratelimit-tokens-", now_wall)
+        if tokens is None:
+            tokens = _limit(headers, "anthropic-ratelimit-input-tokens-", now_wall)
+        if requests is None and tokens is None:
+            return None
+        return RateSnapshot(requests=requests, tokens=tokens)
+
+    def estimate_tokens(self, endpoint: str, params: Mapping[str, Any]) -> int:
+        output = positive_int(params.get("max_tokens")) or positive_int(
+            params.get("max_completion_tokens")
+        )
+        return prompt_tokens(params.get("messages")) + (output or DEFAULT_MAX_TOKENS)
+
+    def probe(self, *, base_url: str, api_key: str) -> HttpRequest:
+        url = f"{base_url.rstrip('/')}/v1/models?limit=1"
+        return HttpRequest("GET", url, self._headers(api_key))
+
+    @staticmethod
+    def _headers(api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key, "anthropic-version": API_VERSION}
+
+    @staticmethod
+    def _unsupported(endpoint: str) -> UnsupportedError:
+        if endpoint == "embed":
+            return UnsupportedError(
+                "claude: Anthropic has no embeddings API; use an embeddings provider such as "
+                "Voyage AI (Anthropic's recommendation), or keymux's openai or gemini client",
+                provider=PROVIDER,
+            )
+        return UnsupportedError(
+            f"claude: unknown endpoint {endpoint!r}; Anthropic supports 'chat'", provider=PROVIDER
+        )
