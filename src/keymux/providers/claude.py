@@ -133,6 +133,8 @@ def convert_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
         if not isinstance(msg, Mapping):
             raise _bad(f"{where} must be an object with 'role' and 'content'")
         role = msg.get("role")
+        if not isinstance(role, str):  # also keeps unhashable garbage out of the set lookups
+            role = None
         if role in _SYSTEM_ROLES:
             system.append(_system_text(msg.get("content"), where))
             continue

@@ -171,7 +171,9 @@ def _parts(content: Any, where: str) -> list[Any]:
         kind = part.get("type")
         if kind is None:  # a Gemini-native part ({"text"}, {"inlineData"}, {"functionCall"}, …)
             parts.append(part)
-        elif kind == "text" and isinstance(part.get("text"), str):
+        elif kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise _bad(f"{where}.content[{i}]: a text part needs a string 'text'")
             parts.append({"text": part["text"]})
         elif kind == "image_url":
             parts.append(_image_part(part, f"{where}.content[{i}]"))
@@ -201,11 +203,13 @@ def convert_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
         if not isinstance(msg, Mapping):
             raise _bad(f"{where} must be an object with 'role' and 'content'")
         role = msg.get("role")
+        if not isinstance(role, str):  # also keeps unhashable garbage out of the set lookups
+            role = None
         content = msg.get("content")
         if role in _SYSTEM_ROLES:
             system.append(_system_text(content, where))
             continue
-        gemini_role = _ROLES.get(role) if isinstance(role, str) else None
+        gemini_role = _ROLES.get(role) if role is not None else None
         if gemini_role is None:
             raise _bad(
                 f"{where} has role {role!r}; use 'system', 'user' or 'assistant' "
@@ -423,16 +427,16 @@ def classify_gemini(
         for detail in details if isinstance(details, list) else ():
             if not isinstance(detail, dict):
                 continue
-            kind = str(detail.get("@type", "")).removeprefix(_TYPE_PREFIX)
-            if kind == "ErrorInfo" and isinstance(detail.get("reason"), str):
+            detail_type = str(detail.get("@type", "")).removeprefix(_TYPE_PREFIX)
+            if detail_type == "ErrorInfo" and isinstance(detail.get("reason"), str):
                 reasons.append(detail["reason"])
-            elif kind == "QuotaFailure" and isinstance(detail.get("violations"), list):
+            elif detail_type == "QuotaFailure" and isinstance(detail.get("violations"), list):
                 quota_ids.extend(
                     v["quotaId"]
                     for v in detail["violations"]
                     if isinstance(v, dict) and isinstance(v.get("quotaId"), str)
                 )
-            elif kind == "RetryInfo":
+            elif detail_type == "RetryInfo":
                 retry_delay = parse_proto_duration(detail.get("retryDelay"))
     elif body:
         message = " ".join(body[:400].decode("utf-8", "replace").split())[:200]
@@ -446,13 +450,13 @@ def classify_gemini(
         or "api key not valid" in lower
         or "api key expired" in lower
     ):
-        kind_ = Kind.KEY_INVALID
+        kind = Kind.KEY_INVALID
     elif "credits are depleted" in lower or (
         rpc_status == "FAILED_PRECONDITION" and "billing" in lower
     ):
-        kind_ = Kind.QUOTA_SPENT
+        kind = Kind.QUOTA_SPENT
     elif status in (401, 403):
-        kind_ = Kind.KEY_INVALID
+        kind = Kind.KEY_INVALID
     elif status == 429:
         daily = [q for q in quota_ids if "PerDay" in q]
         if code is None and (daily or quota_ids):
@@ -463,24 +467,24 @@ def classify_gemini(
         if retry_after is None:
             retry_after = parse_retry_after(lowered(headers), now_wall)
         if daily:
-            kind_ = Kind.DAILY_LIMIT
+            kind = Kind.DAILY_LIMIT
             retry_after = max(retry_after or 0.0, seconds_until_pacific_midnight(now_wall))
         else:
-            kind_ = Kind.RATE_LIMITED
+            kind = Kind.RATE_LIMITED
     elif status == 503:
-        kind_ = Kind.OVERLOADED
+        kind = Kind.OVERLOADED
     elif status >= 500 or status in (408, 409):
-        kind_ = Kind.SERVER_ERROR
+        kind = Kind.SERVER_ERROR
     elif status == 413:
-        kind_ = Kind.TOO_LARGE
+        kind = Kind.TOO_LARGE
     else:
-        kind_ = Kind.BAD_REQUEST
-    if retry_after is None and kind_ in (Kind.OVERLOADED, Kind.SERVER_ERROR):
+        kind = Kind.BAD_REQUEST
+    if retry_after is None and kind in (Kind.OVERLOADED, Kind.SERVER_ERROR):
         retry_after = retry_delay  # not documented for 5xx, but honoured if Google sends it
         if retry_after is None:
             retry_after = parse_retry_after(lowered(headers), now_wall)
     return Outcome(
-        kind=kind_,
+        kind=kind,
         status=status,
         message=message,
         retry_after=retry_after,

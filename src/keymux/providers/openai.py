@@ -242,11 +242,9 @@ class OpenAIStreamDecoder:
         if extra is not None:
             self._read_x_groq(extra)
         choices = chunk.get("choices")
-        if not choices:
-            if choices is None or isinstance(choices, list):
-                return None
-            raise ValueError(f"stream chunk: 'choices' must be a list, got {_type_name(choices)}")
         if not isinstance(choices, list):
+            if choices is None:
+                return None
             raise ValueError(f"stream chunk: 'choices' must be a list, got {_type_name(choices)}")
         text: str | None = None
         for choice in choices:

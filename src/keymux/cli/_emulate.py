@@ -1,0 +1,54 @@
+"""``keymux emulate``: the emulator as a server, for trying clients offline."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from .._errors import ConfigError
+from ..emulator import Emulator, EmulatorKey, run
+from ..providers import canonical_provider
+
+__all__ = ["emulate"]
+
+
+def emulate(console: Console, args: argparse.Namespace) -> int:
+    keys = []
+    for item in args.key:
+        provider, sep, key = item.partition(":")
+        if not sep or not key:
+            raise ConfigError(f"--key takes PROVIDER:KEY, got {item.split(':')[0]!r}:...")
+        keys.append(
+            EmulatorKey(canonical_provider(provider), key, rpm=args.rpm, tpm=args.tpm, rpd=args.rpd)
+        )
+    emulator = Emulator(
+        keys,
+        window=args.window,
+        day_window=args.day_window,
+        latency=args.latency,
+        seed=args.seed,
+        accept_any_key=not keys,
+        default_limits={"rpm": args.rpm, "tpm": args.tpm, "rpd": args.rpd},
+    )
+    root = f"http://{args.host}:{args.port}"
+    console.print(f"[bold]keymux emulator[/] on {root} (Ctrl-C stops it)")
+    console.print(
+        f"  OPENAI_BASE_URL={root}/v1  GROQ_BASE_URL={root}  ANTHROPIC_BASE_URL={root}  "
+        f"GOOGLE_GEMINI_BASE_URL={root}"
+    )
+    if not keys:
+        console.print(
+            "  every key is accepted"
+            + (
+                f" (limits per key: rpm={args.rpm} tpm={args.tpm} rpd={args.rpd} per "
+                f"{args.window:g} s window)"
+                if args.rpm or args.tpm or args.rpd
+                else ""
+            )
+        )
+    try:
+        run(emulator, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,29 @@
+"""``keymux keys``: the keys found, masked, with where each came from."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from .._env import discover_keys
+from ._render import key_table
+
+__all__ = ["keys"]
+
+
+def keys(console: Console, *, dotenv_path: str | None) -> int:
+    scan = discover_keys(dotenv_path=dotenv_path, use_dotenv=dotenv_path is not None)
+    rows = [
+        {"provider": k.provider, "name": k.name, "key": k.secret.masked, "source": k.source}
+        for k in scan.keys
+    ]
+    for problem in scan.problems:
+        style = {"error": "red", "warning": "yellow"}.get(problem.level, "dim")
+        where = f"{problem.source}" + (f":{problem.line}" if problem.line else "")
+        console.print(f"[{style}]{where}: {problem.message}[/]")
+    if not rows:
+        console.print("No API keys found. keymux looked for:")
+        for pattern in scan.looked_for:
+            console.print(f"  {pattern}")
+        return 1
+    console.print(key_table(rows))
+    return 0
