@@ -37,7 +37,7 @@ _PREFIX = {
 
 
 def fake_key(provider: str, suffix: str) -> str:
-    return f"{_PREFIX[provider]}{suffix * 4}-{provider}-0000000000"
+    return f"{_PREFIX[provider]}{provider}-0000000000-{suffix * 4}"
 
 
 async def _demo(
@@ -63,12 +63,17 @@ async def _demo(
         )
         mux = Multiplexer(max_concurrent_requests=4, initial_retry_delay=0.2, seed=7)
         async with mux:
-            for provider, suffix, _, _ in DEMO_KEYS:
+            for provider, suffix, limit, _ in DEMO_KEYS:
+                # OpenAI and Anthropic state their limits in headers: keymux learns them.
+                # Groq's headers describe the daily limit and Gemini sends none, so their
+                # per-minute budgets are configured (keymux's rpm is per 60 s: scale it).
+                rpm = limit * 60 / window if provider in ("groq", "gemini") else None
                 mux.add_key(
                     provider,
                     f"{provider}-{suffix}",
                     fake_key(provider, suffix),
                     base_url=emulator.base_url(provider),
+                    rpm=rpm,
                 )
             providers = sorted({p for p, *_ in DEMO_KEYS})
             share, extra = divmod(requests, len(providers))
