@@ -52,7 +52,7 @@ async def _check(
             mux._add_spec(spec)
         console.print(key_table(mux.keys()))
         providers = sorted({spec.provider for spec in specs})
-        plan = {p: requests for p in providers}
+        plan = dict.fromkeys(providers, requests)
         try:
             result = await run_load(
                 mux,

@@ -22,7 +22,7 @@ from ._content import (
     text_of,
     text_tokens,
 )
-from ._dialect import Ctx, Dialect, Reply, StreamPlan, dumps, sse_data
+from ._dialect import Ctx, Dialect, Reply, StreamPlan, dumps
 from ._keys import EmulatorKey
 from ._limits import Verdict, proto_duration
 
@@ -95,7 +95,7 @@ class GeminiDialect(Dialect):
 
     def credential(self, request: web.Request) -> str | None:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
-        return key.strip() or None if key else None
+        return (key.strip() or None) if key else None
 
     def error(
         self, status: int, message: str, details: list[dict[str, Any]] | None = None
@@ -289,11 +289,11 @@ class GeminiDialect(Dialect):
         return Reply(200, {})
 
     def model_object(self, model_id: str) -> dict[str, Any]:
-        for known, name, methods in _MODELS:
+        name, methods = model_id, ["generateContent", "countTokens"]
+        for known, known_name, known_methods in _MODELS:
             if known == model_id:
+                name, methods = known_name, known_methods
                 break
-        else:
-            name, methods = model_id, ["generateContent", "countTokens"]
         return {
             "name": f"models/{model_id}", "version": "001", "displayName": name,
             "description": f"{name} (keymux emulator)", "inputTokenLimit": 1048576,

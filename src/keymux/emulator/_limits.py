@@ -86,7 +86,7 @@ class Verdict:
 class Limits:
     """Fixed-window counters of one key. Counts are kept even for unlimited dimensions."""
 
-    __slots__ = ("_requests", "_tokens", "_day")
+    __slots__ = ("_day", "_requests", "_tokens")
 
     def __init__(
         self, *, rpm: int | None, tpm: int | None, rpd: int | None, window: float, day_window: float

@@ -511,11 +511,13 @@ class GroqDialect(OpenAIDialect):
 
     def usage(self, plan: ChatPlan) -> dict[str, Any]:
         usage = super().usage(plan)
+        prompt_time = round(0.0001 * plan.prompt_tokens, 6)
+        completion_time = round(0.001 * plan.completion_tokens, 6)
         usage.update(
             queue_time=0.0001,
-            prompt_time=0.0001 * plan.prompt_tokens,
-            completion_time=0.001 * plan.completion_tokens,
-            total_time=0.0001 * plan.prompt_tokens + 0.001 * plan.completion_tokens,
+            prompt_time=prompt_time,
+            completion_time=completion_time,
+            total_time=round(prompt_time + completion_time, 6),
         )
         return usage
 
