@@ -173,6 +173,7 @@ class Core:
         if lane.disabled_reason is None or reason == "removed":
             lane.disabled_reason = reason
             lane.disabled_at = self.clock.wall()
+        lane.disabled_error = pinned_error
         ps.idle.pop(lane, None)
         if lane.timer is not None:
             lane.timer.cancel()
@@ -239,6 +240,7 @@ class Core:
             return
         lane.enabled = True
         lane.disabled_reason = None
+        lane.disabled_error = None
         lane.disabled_at = None
         lane.probe_at = None
         log.info("keymux: %s key %r re-enabled", lane.provider, lane.name)
@@ -338,8 +340,20 @@ class Core:
                     f"{ps.name} has no key named {req.pin!r}", provider=ps.name, key_name=req.pin
                 )
             if not lane.enabled:
-                raise NoKeyAvailableError(
+                # the same error a request pinned to it got when it was disabled
+                error = lane.disabled_error or NoKeyAvailableError
+                raise error(
                     f"{ps.name} key {lane.name!r} is disabled ({lane.disabled_reason})",
+                    provider=ps.name,
+                    key_name=lane.name,
+                )
+            parked = lane.budget.parked_until - self.clock.now()
+            if parked > self.config.retry.max_retry_after:
+                # as for the request that got the key parked: too long to wait for
+                raise QuotaExhaustedError(
+                    f"{ps.name} key {lane.name!r} is parked for {parked:.0f} s more (its daily "
+                    "quota is spent, or the provider asked for a long pause); "
+                    "the request was pinned to it",
                     provider=ps.name,
                     key_name=lane.name,
                 )
@@ -500,7 +514,10 @@ class Core:
 
     async def _acquire(self, req: Request) -> Lane:
         if self.closed:
-            raise ClosedError("the multiplexer is closed")
+            raise ClosedError(
+                f"{req.provider} request not sent: the multiplexer is closed",
+                provider=req.provider,
+            )
         ps = self.providers[req.provider]
         now = self.clock.now()
         lane = self._choose_idle(ps, req, now)
@@ -612,24 +629,38 @@ class Core:
         started = self.clock.now()
         retries = 0
         attempts = 0
+        last: tuple[Lane, Outcome] | None = None
         task = asyncio.current_task()
         assert task is not None
         self._running.add(task)
         try:
             while True:
-                lane = await self._acquire(req)
+                try:
+                    lane = await self._acquire(req)
+                except NoKeyAvailableError:
+                    if last is None:
+                        raise
+                    # every key this request may use has failed it: the last answer says why
+                    # (the provider's message, and AuthenticationError/BadRequestError/...)
+                    raise self._error(last[0], last[1], attempts) from None
                 attempts += 1
                 if attempts > 1:
                     lane.retries += 1
                 try:
                     result = await self._attempt(lane, req, attempts, started)
+                    if isinstance(result, Response):
+                        return result
+                    # the answer's effect on the key (cooldown, parking, disabling) must land
+                    # before its slot is freed, or the freed slot sends the next waiter
+                    # straight into the key that just refused
+                    retry, delay, counts = self._after_failure(
+                        lane, req, result, retries, attempts
+                    )
                 finally:
                     self._release(lane)
-                if isinstance(result, Response):
-                    return result
-                retry, delay, counts = self._after_failure(lane, req, result, retries, attempts)
                 if not retry:
                     raise self._error(lane, result, attempts)
+                last = (lane, result)
                 if counts:
                     retries += 1
                 if delay > 0:
@@ -738,6 +769,7 @@ class Core:
             delivered = 0
             text: list[str] = []
             failure: Outcome | None = None
+            decision = (False, 0.0, True)
             released = False
             try:
                 adapter = lane.adapter
@@ -836,6 +868,13 @@ class Core:
                         resp.release()
             finally:
                 if not released:
+                    if (
+                        failure is not None
+                        and not delivered
+                        and failure.kind is not Kind.MALFORMED
+                    ):
+                        # as in _call: the key's cooldown before its slot is freed
+                        decision = self._after_failure(lane, req, failure, retries, attempts)
                     self._release(lane)
             assert failure is not None
             if delivered:
@@ -862,7 +901,7 @@ class Core:
                     status=failure.status,
                     attempts=attempts,
                 )
-            retry, delay, counts = self._after_failure(lane, req, failure, retries, attempts)
+            retry, delay, counts = decision
             if not retry:
                 raise self._error(lane, failure, attempts)
             if counts:

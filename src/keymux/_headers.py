@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -28,9 +29,11 @@ def parse_go_duration(value: str | None) -> float | None:
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return max(0.0, number) if math.isfinite(number) else None
     total = 0.0
     pos = 0
     for match in _GO_PART.finditer(text):
@@ -38,7 +41,7 @@ def parse_go_duration(value: str | None) -> float | None:
             return None
         total += float(match.group(1)) * _GO_UNITS[match.group(2)]
         pos = match.end()
-    if pos != len(text) or pos == 0:
+    if pos != len(text) or pos == 0 or not math.isfinite(total):
         return None
     return total
 
@@ -51,7 +54,7 @@ def parse_proto_duration(value: object) -> float | None:
         seconds = float(value[:-1])
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return seconds if 0 <= seconds < math.inf else None
 
 
 def parse_rfc3339(value: str | None) -> float | None:
@@ -78,7 +81,7 @@ def parse_float(value: str | None) -> float | None:
         number = float(value)
     except ValueError:
         return None
-    return number if number == number else None  # NaN is not a number here
+    return number if math.isfinite(number) else None  # NaN and infinities are no answer
 
 
 def parse_retry_after(headers: Mapping[str, str], now_wall: float) -> float | None:

@@ -58,6 +58,7 @@ class Lane:
         "base_url",
         "budget",
         "disabled_at",
+        "disabled_error",
         "disabled_reason",
         "enabled",
         "failures",
@@ -108,6 +109,8 @@ class Lane:
         self.enabled = True
         self.removed = False
         self.disabled_reason: str | None = None
+        #: what a request pinned to this key fails with while it is disabled
+        self.disabled_error: type[Any] | None = None
         self.disabled_at: float | None = None  # wall time
         self.probe_at: float | None = None
         self.in_flight = 0

@@ -58,8 +58,11 @@ def compute_backoff(
     """
     if retries < 0:
         retries = 0
+    if initial <= 0:
+        return 0.0  # no delay stays no delay, however many retries
     try:
-        raw = initial * factor**retries
+        # a float power: an int one would compute a giant exact integer (or hang) first
+        raw = initial * float(factor) ** retries
     except OverflowError:
         raw = cap
     return min(cap, raw) * (1.0 - 0.25 * jitter)
@@ -112,6 +115,14 @@ def decide(
         wait = retry_after if retry_after is not None else backoff
         return Decision(retry=can_retry and wait <= policy.max_retry_after, delay=wait)
     if kind in (Kind.SERVER_ERROR, Kind.TRANSPORT):
+        if retry_after is not None and retry_after > policy.max_retry_after:
+            # as for a 429: not waited for on this key (a pinned request fails at once)
+            return Decision(
+                retry=can_retry and not pinned,
+                lane_action=LaneAction.PARK,
+                lane_delay=retry_after,
+                avoid_lane=True,
+            )
         wait = retry_after if retry_after is not None else backoff
         return Decision(
             retry=can_retry,

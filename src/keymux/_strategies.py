@@ -107,6 +107,8 @@ def resolve_strategy(strategy: str | Strategy[LaneView]) -> tuple[str, Strategy[
     if not isinstance(strategy, str):
         raise ConfigError(f"strategy must be a name or a callable, got {type(strategy).__name__}")
     name = _ALIASES.get(strategy, strategy)
+    if name == "specific":
+        raise ConfigError('strategy "specific" needs key_name= (the key to pin requests to)')
     if name not in STRATEGIES:
         known = ", ".join(["specific", *STRATEGIES])
         raise ConfigError(f"unknown strategy {strategy!r}: use one of {known}")

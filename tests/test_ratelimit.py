@@ -1,0 +1,444 @@
+"""Rate budgets with explicit ``now`` values: pacing, learned windows, cooldowns, groups.
+
+Nothing here sleeps; every question is "at time t, when may the next request go?".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from keymux._clock import FakeClock
+from keymux._config import KeySpec, MuxConfig
+from keymux._core import Core
+from keymux._ratelimit import DAY, Budget, Gcra, Window
+from keymux._secret import Secret
+from keymux._types import LimitInfo, RateSnapshot
+
+
+def send_schedule(budget: Budget, n: int, start: float, tokens: int = 0) -> list[float]:
+    """When ``n`` requests sent as early as the budget allows go out (each answered at once)."""
+    times = []
+    now = start
+    for _ in range(n):
+        now = budget.ready_at(now, tokens)
+        budget.take(now, tokens)
+        budget.release()
+        times.append(now)
+    return times
+
+
+def requests(limit: float | None, remaining: float | None, reset: float | None) -> RateSnapshot:
+    return RateSnapshot(requests=LimitInfo(limit, remaining, reset))
+
+
+def tokens(limit: float | None, remaining: float | None, reset: float | None) -> RateSnapshot:
+    return RateSnapshot(tokens=LimitInfo(limit, remaining, reset))
+
+
+# --- GCRA pacing ------------------------------------------------------------------------------
+
+
+def test_gcra_rpm_60_is_one_per_second_without_burst() -> None:
+    g = Gcra(60, 60.0)
+    assert g.interval == 1.0
+    assert g.ready_at(100.0) == 100.0
+    g.take(100.0, 1)
+    assert g.ready_at(100.0) == 101.0
+    assert g.ready_at(100.999) == 101.0
+    assert g.ready_at(101.0) == 101.0
+    g.take(101.0, 1)
+    assert g.ready_at(101.0) == 102.0
+    # after a long idle spell there is no saved-up burst: one at once, then one per second
+    assert g.ready_at(500.0) == 500.0
+    g.take(500.0, 1)
+    assert g.ready_at(500.0) == 501.0
+
+
+@pytest.mark.parametrize(
+    ("rpm", "expected"),
+    [
+        (60, [1000.0, 1001.0, 1002.0, 1003.0, 1004.0]),
+        (120, [1000.0, 1000.5, 1001.0, 1001.5, 1002.0]),
+        (30, [1000.0, 1002.0, 1004.0, 1006.0, 1008.0]),
+        (1, [1000.0, 1060.0, 1120.0, 1180.0, 1240.0]),
+    ],
+)
+def test_rpm_paces_evenly(rpm: float, expected: list[float]) -> None:
+    assert send_schedule(Budget(rpm=rpm), 5, 1000.0) == pytest.approx(expected)
+
+
+def test_gcra_headroom() -> None:
+    g = Gcra(60, 60.0)
+    assert g.headroom(0.0) == 1.0
+    g.take(0.0, 1)
+    assert g.headroom(0.0) == pytest.approx(0.9)  # one interval ahead of ten
+    g.take(0.0, 9)
+    assert g.headroom(0.0) == 0.0
+    assert g.headroom(10.0) == 1.0
+
+
+def test_tpm_reservation_and_settlement() -> None:
+    b = Budget(tpm=600)  # 10 tokens a second
+    r = b.take(1000.0, 100)
+    assert r.tokens == 100
+    assert b.ready_at(1000.0, 50) == pytest.approx(1010.0)
+    # the answer used 40 tokens: 60 come back
+    b.settle(r, 40)
+    assert r.tokens == 40
+    assert b.ready_at(1000.0, 50) == pytest.approx(1004.0)
+    # None: the answer did not say; the estimate stands
+    b.settle(r, None)
+    assert b.ready_at(1000.0, 50) == pytest.approx(1004.0)
+    # the same number again changes nothing
+    b.settle(r, 40)
+    assert b.ready_at(1000.0, 50) == pytest.approx(1004.0)
+
+
+def test_tpm_underestimate_costs_more() -> None:
+    b = Budget(tpm=600)
+    r = b.take(1000.0, 10)
+    b.settle(r, 110)
+    assert b.ready_at(1000.0, 1) == pytest.approx(1011.0)
+
+
+def test_tpm_is_untouched_by_requests_without_an_estimate() -> None:
+    b = Budget(tpm=600)
+    assert send_schedule(b, 3, 1000.0, tokens=0) == [1000.0, 1000.0, 1000.0]
+
+
+def test_rpm_and_tpm_together_wait_for_the_later() -> None:
+    b = Budget(rpm=60, tpm=600)
+    b.take(1000.0, 50)  # rpm: next at 1001; tpm: next at 1005
+    assert b.ready_at(1000.0, 10) == pytest.approx(1005.0)
+    b2 = Budget(rpm=60, tpm=6000)
+    b2.take(1000.0, 50)  # tpm: next at 1000.5
+    assert b2.ready_at(1000.0, 10) == pytest.approx(1001.0)
+
+
+def test_rpd_counts_a_day_from_its_first_request() -> None:
+    b = Budget(rpd=3)
+    assert send_schedule(b, 3, 1000.0) == [1000.0, 1000.0, 1000.0]
+    assert b.ready_at(1500.0, 0) == 1000.0 + DAY
+    assert b.headroom(1500.0) == 0.0
+    # the day is over: a new one starts with the next request
+    assert b.ready_at(1000.0 + DAY, 0) == 1000.0 + DAY
+    assert b.headroom(1000.0 + DAY) == 1.0
+    b.take(1000.0 + DAY + 5, 0)
+    assert b.day_start == 1000.0 + DAY + 5
+    assert b.headroom(1000.0 + DAY + 5) == pytest.approx(2 / 3)
+    assert send_schedule(b, 2, 1000.0 + DAY + 6) == [1000.0 + DAY + 6] * 2
+    assert b.ready_at(1000.0 + DAY + 7, 0) == 1000.0 + 2 * DAY + 5
+
+
+def test_rpd_spread_over_the_day() -> None:
+    b = Budget(rpd=2)
+    b.take(0.0, 0)
+    b.take(80_000.0, 0)
+    assert b.ready_at(80_001.0, 0) == DAY  # the day began at 0, not at the second request
+
+
+# --- learned windows --------------------------------------------------------------------------
+
+
+def test_learned_window_from_headers_and_local_spending() -> None:
+    b = Budget()
+    b.observe(requests(10, 3, 5.0), 100.0, 0)
+    w = b.learned_requests
+    assert w is not None
+    assert (w.limit, w.remaining, w.reset_at) == (10, 3, 105.0)
+    assert b.headroom(100.0) == pytest.approx(0.3)
+    assert send_schedule(b, 3, 100.0) == [100.0, 100.0, 100.0]
+    assert w.remaining == 0
+    assert b.ready_at(100.0, 0) == 105.0
+    assert b.exhausted_reset(100.0) == 105.0
+    assert b.headroom(100.0) == 0.0
+
+
+def test_learned_window_rolls_over_at_its_reset() -> None:
+    b = Budget()
+    b.observe(requests(10, 0, 5.0), 100.0, 0)
+    assert b.ready_at(104.999, 0) == 105.0
+    assert b.ready_at(105.0, 0) == 105.0
+    w = b.learned_requests
+    assert w is not None
+    assert (w.remaining, w.reset_at) == (10, None)  # the next answer tells the new reset
+    assert b.headroom(105.0) == 1.0
+    assert b.exhausted_reset(105.0) is None
+    assert send_schedule(b, 10, 105.0) == [105.0] * 10
+    assert w.remaining == 0
+
+
+def test_first_observation_subtracts_requests_in_flight() -> None:
+    b = Budget()
+    b.observe(requests(10, 6, 30.0), 0.0, 2)
+    assert b.learned_requests is not None
+    assert b.learned_requests.remaining == 4
+
+
+@pytest.mark.parametrize("reset_after", [0.0, 0.001, 0.002, -3.0])
+def test_stale_header_from_the_previous_window_is_ignored(reset_after: float) -> None:
+    b = Budget()
+    b.observe(requests(10, 0, 5.0), 100.0, 0)
+    assert b.ready_at(105.0, 0) == 105.0  # rolled over locally
+    b.take(105.0, 0)
+    # an answer that left the provider just before its window ended says "0 left, reset now"
+    b.observe(requests(10, 0, reset_after), 105.01, 1)
+    w = b.learned_requests
+    assert w is not None
+    assert (w.remaining, w.reset_at) == (9, None)
+    assert b.ready_at(105.01, 0) == 105.01
+
+
+def test_stale_header_before_the_local_rollover_is_ignored_too() -> None:
+    b = Budget()
+    b.observe(requests(10, 4, 5.0), 100.0, 0)
+    b.observe(requests(10, 0, 0.0), 104.99, 0)
+    w = b.learned_requests
+    assert w is not None
+    assert (w.remaining, w.reset_at) == (4, 105.0)
+
+
+def test_newer_window_is_adopted_minus_in_flight() -> None:
+    b = Budget()
+    b.observe(requests(10, 0, 5.0), 100.0, 0)
+    assert b.ready_at(104.0, 0) == 105.0
+    # the provider already counts a window ending at 164: trust it, minus 2 it has not seen
+    b.observe(requests(10, 9, 60.0), 104.0, 2)
+    w = b.learned_requests
+    assert w is not None
+    assert (w.remaining, w.reset_at) == (7, 164.0)
+    assert b.ready_at(104.0, 0) == 104.0
+
+
+def test_after_rollover_the_first_answer_sets_the_reset_and_keeps_local_spending() -> None:
+    b = Budget()
+    b.observe(requests(10, 0, 5.0), 100.0, 0)
+    assert send_schedule(b, 3, 105.0) == [105.0] * 3  # local: 7 left
+    b.observe(requests(10, 8, 59.0), 106.0, 0)  # the provider saw fewer of them so far
+    w = b.learned_requests
+    assert w is not None
+    assert (w.remaining, w.reset_at) == (7, 165.0)
+    b.observe(requests(10, 5, 58.5), 106.5, 0)  # ... and now more than we counted
+    assert (w.remaining, w.reset_at) == (5, 165.0)
+
+
+@pytest.mark.parametrize(
+    ("remaining", "reset_after", "expected"),
+    [
+        (5, 4.0, (5, 105.0)),  # same window, fewer left: adopt
+        (9, 4.0, (8, 105.0)),  # same window, the provider has not counted ours yet: keep ours
+        (6, 4.04, (6, 105.04)),  # within the tolerance: the later reset is kept
+        (7, 3.0, (7, 105.0)),  # an earlier reset never moves ours back
+    ],
+)
+def test_same_window_corrections(
+    remaining: float, reset_after: float, expected: tuple[float, float]
+) -> None:
+    b = Budget()
+    b.observe(requests(10, 8, 4.0), 101.0, 0)
+    b.observe(requests(10, remaining, reset_after), 101.0, 0)
+    w = b.learned_requests
+    assert w is not None
+    assert (w.remaining, w.reset_at) == pytest.approx(expected)
+
+
+def test_learned_limit_changes_and_partial_headers() -> None:
+    w = Window(10, 8, 104.0)
+    w.observe(LimitInfo(20, None, None), 100.5, 0)  # a limit alone: only the limit changes
+    assert (w.limit, w.remaining, w.reset_at) == (20, 8, 104.0)
+    w.observe(LimitInfo(None, 3, None), 100.5, 0)  # no reset: cannot place it in a window
+    assert (w.limit, w.remaining, w.reset_at) == (20, 8, 104.0)
+    w.observe(LimitInfo(30, 3, 3.5), 100.5, 0)
+    assert (w.limit, w.remaining, w.reset_at) == (30, 3, 104.0)
+    b = Budget()
+    b.observe(requests(10, 8, 4.0), 100.0, 0)
+    b.observe(requests(None, None, None), 100.5, 0)
+    assert b.learned_requests is not None
+    assert (b.learned_requests.limit, b.learned_requests.remaining) == (10, 8)
+    # a snapshot without a limit or a remaining count does not create a window
+    c = Budget()
+    c.observe(requests(None, 5, 1.0), 0.0, 0)
+    c.observe(requests(10, None, 1.0), 0.0, 0)
+    assert c.learned_requests is None
+
+
+def test_learned_tokens_window() -> None:
+    b = Budget()
+    b.observe(tokens(1000, 300, 6.0), 100.0, 0)
+    assert b.learned_requests is None
+    assert b.ready_at(100.0, 200) == 100.0
+    assert b.ready_at(100.0, 400) == 106.0
+    assert b.ready_at(100.0, 0) == 100.0  # no estimate: tokens are not asked
+    # larger than the whole window: let the provider judge it while anything is left
+    assert b.ready_at(100.0, 5000) == 100.0
+    r = b.take(100.0, 250)
+    assert b.learned_tokens is not None
+    assert b.learned_tokens.remaining == 50
+    assert b.ready_at(100.0, 100) == 106.0
+    b.settle(r, 100)  # 150 back
+    assert b.learned_tokens.remaining == 200
+    assert b.ready_at(100.0, 100) == 100.0
+    b.take(100.0, 200)
+    assert b.ready_at(100.0, 5000) == 106.0  # nothing left at all: wait for the reset
+    assert b.exhausted_reset(100.0) == 106.0
+
+
+def test_window_full_allows_a_request_bigger_than_the_limit() -> None:
+    w = Window(100, 100, 60.0)
+    assert w.ready_at(0.0, 150) == 0.0
+    w.take(0.0, 150)
+    assert w.ready_at(0.0, 1) == 60.0
+    assert repr(w) == "Window(-50/100, reset_at=60.0)"
+
+
+def test_exhausted_reset_is_the_earliest_spent_window() -> None:
+    b = Budget()
+    assert b.exhausted_reset(0.0) is None
+    b.observe(RateSnapshot(LimitInfo(10, 0, 30.0), LimitInfo(1000, 0, 12.0)), 0.0, 0)
+    assert b.exhausted_reset(0.0) == 12.0
+    assert b.exhausted_reset(12.0) == 30.0  # the tokens window has reset
+    assert b.exhausted_reset(30.0) is None
+    c = Budget()
+    c.observe(RateSnapshot(LimitInfo(10, 1, 30.0), LimitInfo(1000, 0.5, 12.0)), 0.0, 0)
+    assert c.exhausted_reset(0.0) == 12.0  # less than one token left counts as spent
+    d = Budget()
+    d.observe(requests(10, 1, 30.0), 0.0, 0)
+    assert d.exhausted_reset(0.0) is None
+
+
+# --- cooldown, parking, streaks ---------------------------------------------------------------
+
+
+def test_cooldown_and_streak() -> None:
+    b = Budget()
+    b.on_rate_limited(100.0, 5.0)
+    assert (b.cooldown_until, b.streak) == (105.0, 1)
+    assert b.ready_at(100.0, 0) == 105.0
+    assert b.ready_at(105.0, 0) == 105.0
+    assert b.headroom(104.9) == 0.0
+    assert b.headroom(105.0) == 1.0
+    b.on_rate_limited(101.0, 2.0)  # a shorter cooldown never shortens the current one
+    assert (b.cooldown_until, b.streak) == (105.0, 2)
+    b.on_rate_limited(102.0, 10.0)
+    assert (b.cooldown_until, b.streak) == (112.0, 3)
+    b.cool(103.0, 1.0)  # 5xx cooling: no streak
+    assert (b.cooldown_until, b.streak) == (112.0, 3)
+    for expected in (2, 1, 0, 0):
+        b.on_success()
+        assert b.streak == expected
+
+
+def test_park_until_a_daily_reset() -> None:
+    b = Budget(rpm=60)
+    b.park(100.0, 3600.0)
+    b.park(200.0, 10.0)  # never shortened
+    assert b.parked_until == 3700.0
+    assert b.ready_at(100.0, 0) == 3700.0
+    assert b.headroom(3699.0) == 0.0
+    assert b.headroom(3700.0) == 1.0
+    snap = b.snapshot(100.0)
+    assert snap == {"parked_s": 3600.0}
+
+
+def test_ready_at_is_the_latest_of_every_constraint() -> None:
+    b = Budget(rpm=60)
+    b.take(100.0, 0)  # rpm: 101
+    b.cool(100.0, 3.0)  # 103
+    assert b.ready_at(100.0, 0) == 103.0
+    b.park(100.0, 2.0)  # 102: still 103
+    assert b.ready_at(100.0, 0) == 103.0
+    b.observe(requests(5, 0, 7.0), 100.0, 0)  # 107
+    assert b.ready_at(100.0, 0) == 107.0
+
+
+def test_headroom_is_the_least_of_its_parts() -> None:
+    b = Budget(rpm=60, rpd=4)
+    assert b.headroom(0.0) == 1.0
+    b.take(0.0, 0)
+    b.release()
+    # rpm: one interval of ten ahead -> 0.9; rpd: 1 of 4 used -> 0.75
+    assert b.headroom(0.0) == pytest.approx(0.75)
+    b.observe(requests(10, 3, 30.0), 0.0, 0)
+    assert b.headroom(0.0) == pytest.approx(0.3)
+    b.observe(tokens(1000, 100, 30.0), 0.0, 0)
+    assert b.headroom(0.0) == pytest.approx(0.1)
+    b.cool(0.0, 1.0)
+    assert b.headroom(0.5) == 0.0
+
+
+def test_in_flight_is_counted_and_never_negative() -> None:
+    b = Budget()
+    b.take(0.0, 0)
+    b.take(0.0, 0)
+    assert b.in_flight == 2
+    b.release()
+    b.release()
+    b.release()
+    assert b.in_flight == 0
+
+
+def test_snapshot_is_json_ready() -> None:
+    b = Budget(rpm=60)
+    b.observe(RateSnapshot(LimitInfo(10, 4, 6.0), LimitInfo(1000, 0, 2.5)), 100.0, 0)
+    b.on_rate_limited(100.0, 2.5)
+    snap = b.snapshot(100.0)
+    assert snap == {
+        "cooldown_s": 2.5,
+        "learned_requests": {"limit": 10, "remaining": 4, "reset_s": 6.0},
+        "learned_tokens": {"limit": 1000, "remaining": 0.0, "reset_s": 2.5},
+    }
+    json.dumps(snap)
+    # after the resets the windows are full again and their next reset unknown
+    assert b.snapshot(200.0) == {
+        "learned_requests": {"limit": 10, "remaining": 10, "reset_s": None},
+        "learned_tokens": {"limit": 1000, "remaining": 1000, "reset_s": None},
+    }
+
+
+# --- groups: keys that share one quota share one Budget ---------------------------------------
+
+
+def _spec(name: str, *, provider: str = "openai", **options: object) -> KeySpec:
+    return KeySpec(
+        provider=provider,
+        name=name,
+        secret=Secret(f"sk-test-{name}-0123456789abcdef"),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_group_lanes_share_one_budget() -> None:
+    clock = FakeClock(start=100.0)
+    core = Core(MuxConfig(), clock=clock, rng=random.Random(0))
+    a = core.add_lane(_spec("a", rpm=60, group="proj"))
+    b = core.add_lane(_spec("b", rpm=60, group="proj"))
+    c = core.add_lane(_spec("c", rpm=60))
+    d = core.add_lane(_spec("d", rpm=60, group="proj", provider="groq"))
+    assert a.budget is b.budget
+    assert c.budget is not a.budget
+    assert d.budget is not a.budget  # a group is per provider
+    # a request on a spends b's budget too
+    a.budget.take(100.0, 0)
+    assert b.budget.ready_at(100.0, 0) == 101.0
+    assert c.budget.ready_at(100.0, 0) == 100.0
+    # learned limits and cooldowns are the group's
+    a.budget.observe(requests(10, 0, 30.0), 100.0, 0)
+    assert b.budget.ready_at(101.0, 0) == 130.0
+    b.budget.on_rate_limited(100.0, 50.0)
+    assert a.status(100.0) == b.status(100.0) == "cooling"
+    assert c.status(100.0) == "active"
+    assert b.status(150.0) == "active"
+    a.budget.park(150.0, 100.0)
+    assert b.status(150.0) == "parked"
+
+
+def test_group_budget_limits_come_from_its_first_key() -> None:
+    core = Core(MuxConfig(), clock=FakeClock(start=0.0), rng=random.Random(0))
+    a = core.add_lane(_spec("a", rpm=60, group="g"))
+    b = core.add_lane(_spec("b", rpm=6000, group="g"))
+    assert b.budget is a.budget
+    assert b.budget.rpm is not None
+    assert b.budget.rpm.interval == 1.0
