@@ -55,6 +55,10 @@ log = logging.getLogger("keymux")
 
 StrategyFn = Callable[[list[Lane], float], Lane]
 
+#: first and longest wait before a key disabled for billing is probed again
+QUOTA_PROBE_FIRST = 300.0
+QUOTA_PROBE_MAX = 6 * 3600.0
+
 
 class _ProviderState:
     __slots__ = ("adapter", "cursor", "idle", "lanes", "name", "order", "unpinned")
@@ -188,7 +192,7 @@ class Core:
                 if not w.future.done():
                     w.future.set_exception(
                         pinned_error(
-                            f"{lane.provider} key {lane.name!r} was {reason}; "
+                            f"{lane.provider} key {lane.name!r} is out of the pool ({reason}); "
                             "the request was pinned to it",
                             provider=lane.provider,
                             key_name=lane.name,
@@ -580,6 +584,8 @@ class Core:
         """Apply the retry decision's effect on the lane. (retry, delay, counts)."""
         now = self.clock.now()
         budget = lane.budget
+        if req.reservation is not None and outcome.kind is not Kind.TRANSPORT:
+            budget.settle(req.reservation, 0)  # refused: no tokens were used
         retry_after = outcome.retry_after
         if outcome.kind is Kind.RATE_LIMITED:
             lane.rate_limited += 1
@@ -610,11 +616,15 @@ class Core:
             if outcome.kind is Kind.KEY_INVALID:
                 self.disable(lane, f"invalid key (HTTP {outcome.status})")
             else:
+                # a models endpoint may answer while billing is still spent: each time the
+                # key comes back and fails again, the next probe waits twice as long
+                probe_after = min(QUOTA_PROBE_FIRST * 2**lane.quota_strikes, QUOTA_PROBE_MAX)
+                lane.quota_strikes += 1
                 self.disable(
                     lane,
                     f"quota or billing exhausted (HTTP {outcome.status})",
                     error=QuotaExhaustedError,
-                    probe_after=300.0,
+                    probe_after=probe_after,
                 )
         if decision.avoid_lane:
             req.avoid.add(lane.name)
@@ -736,6 +746,7 @@ class Core:
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
         budget.on_success()
+        lane.quota_strikes = 0
         lane.successes += 1
         lane.input_tokens += usage.input_tokens
         lane.output_tokens += usage.output_tokens

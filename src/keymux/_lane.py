@@ -72,6 +72,7 @@ class Lane:
         "name",
         "output_tokens",
         "probe_at",
+        "quota_strikes",
         "provider",
         "queue",
         "rate_limited",
@@ -113,6 +114,7 @@ class Lane:
         self.disabled_error: type[Any] | None = None
         self.disabled_at: float | None = None  # wall time
         self.probe_at: float | None = None
+        self.quota_strikes = 0  # billing failures since the last success
         self.in_flight = 0
         self.queue: deque[Waiter] = deque()
         self.n_waiting = 0

@@ -21,6 +21,8 @@ __all__ = ["Budget", "Gcra", "Reservation", "Window"]
 
 #: a header whose reset is this close to (or before) now describes a window that has passed
 _STALE = 0.002
+#: when a learned window is spent and its end unknown, look again this often (answers wake sooner)
+UNKNOWN_RESET_RECHECK = 0.25
 #: minute and day, in seconds
 MINUTE = 60.0
 DAY = 86400.0
@@ -67,13 +69,17 @@ class Window:
             self.remaining = self.limit
             self.reset_at = None  # the next answer tells when the new window ends
 
-    def ready_at(self, now: float, units: float) -> float:
+    def ready_at(self, now: float, units: float, answers_pending: bool = False) -> float:
         self._roll(now)
         if self.remaining >= units or (self.remaining >= self.limit > 0):
             return now
         if self.remaining >= 1 and units > self.limit:
             return now  # a request larger than the whole window: let the provider judge it
-        return self.reset_at if self.reset_at is not None else now
+        if self.reset_at is not None:
+            return self.reset_at
+        # spent in a window whose end no answer has told yet: wait for one (it wakes the lane);
+        # with none pending, one request goes out to learn it
+        return now + UNKNOWN_RESET_RECHECK if answers_pending else now
 
     def take(self, now: float, units: float) -> None:
         self._roll(now)
@@ -169,10 +175,11 @@ class Budget:
             when = max(when, self.tpm.ready_at(now))
         if self.rpd is not None and self.day_count >= self.rpd and now < self.day_start + DAY:
             when = max(when, self.day_start + DAY)
+        pending = self.in_flight > 0
         if self.learned_requests is not None:
-            when = max(when, self.learned_requests.ready_at(now, 1))
+            when = max(when, self.learned_requests.ready_at(now, 1, pending))
         if self.learned_tokens is not None and tokens:
-            when = max(when, self.learned_tokens.ready_at(now, tokens))
+            when = max(when, self.learned_tokens.ready_at(now, tokens, pending))
         return when
 
     def headroom(self, now: float) -> float:

@@ -82,7 +82,7 @@ class Kind(enum.Enum):
     DAILY_LIMIT = "daily_limit"  # daily quota spent: park the key until its reset, move on
     TOO_LARGE = "too_large"  # request larger than this key's limit: not retried on this key
     BAD_REQUEST = "bad_request"  # 400/404/422: the caller's error, not retried
-    MALFORMED = "malformed"  # 2xx whose body is garbage: retried once elsewhere, then fails
+    MALFORMED = "malformed"  # 2xx whose body is garbage: that request fails, not retried
 
 
 @dataclass(slots=True, frozen=True)
