@@ -88,8 +88,13 @@ def auth_headers(provider: str, key: str) -> dict[str, str]:
 
 
 def chat_request(
-    emu: Emulator, provider: str, *, text: str = "Say hi", stream: bool = False,
-    max_tokens: int | None = None, model: str | None = None,
+    emu: Emulator,
+    provider: str,
+    *,
+    text: str = "Say hi",
+    stream: bool = False,
+    max_tokens: int | None = None,
+    model: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(url, body) of a chat request in the provider's own format."""
     base = emu.base_url(provider)
@@ -105,8 +110,11 @@ def chat_request(
             body["max_completion_tokens"] = max_tokens
         return base + path, body
     if provider == "claude":
-        body = {"model": model or "claude-sonnet-4-5", "max_tokens": max_tokens or 64,
-                "messages": [{"role": "user", "content": text}]}
+        body = {
+            "model": model or "claude-sonnet-4-5",
+            "max_tokens": max_tokens or 64,
+            "messages": [{"role": "user", "content": text}],
+        }
         if stream:
             body["stream"] = True
         return base + "/v1/messages", body
@@ -118,15 +126,23 @@ def chat_request(
 
 
 async def send(
-    session: aiohttp.ClientSession, method: str, url: str, *, headers: dict[str, str] | None = None,
-    json_body: Any = None, data: bytes | None = None,
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    json_body: Any = None,
+    data: bytes | None = None,
 ) -> Answer:
     async with session.request(method, url, headers=headers, json=json_body, data=data) as resp:
         return Answer(resp.status, resp.headers, await resp.read())
 
 
 async def chat(
-    session: aiohttp.ClientSession, emu: Emulator, provider: str, key: str | None = None,
+    session: aiohttp.ClientSession,
+    emu: Emulator,
+    provider: str,
+    key: str | None = None,
     **options: Any,
 ) -> Answer:
     url, body = chat_request(emu, provider, **options)
@@ -232,8 +248,7 @@ async def test_groq_chat_and_stream(make_emu: MakeEmu, session: aiohttp.ClientSe
     assert body["usage"]["total_time"] >= 0
     url, req = chat_request(emu, "groq", stream=True)
     del req["stream_options"]
-    answer = await send(session, "POST", url, headers=auth_headers("groq", GROQ_KEY),
-                        json_body=req)
+    answer = await send(session, "POST", url, headers=auth_headers("groq", GROQ_KEY), json_body=req)
     events = parse_sse(answer.raw)
     assert events[-1][1] == "[DONE]"
     chunks = [json.loads(data) for _, data in events[:-1]]
@@ -261,8 +276,9 @@ async def test_claude_messages(make_emu: MakeEmu, session: aiohttp.ClientSession
     assert body["usage"]["output_tokens"] == 10
     url, req = chat_request(emu, "claude")
     req["system"] = "You are terse and precise."
-    with_system = await send(session, "POST", url, headers=auth_headers("claude", CLAUDE_KEY),
-                             json_body=req)
+    with_system = await send(
+        session, "POST", url, headers=auth_headers("claude", CLAUDE_KEY), json_body=req
+    )
     extra = with_system.json()["usage"]["input_tokens"] - body["usage"]["input_tokens"]
     assert extra == 4 + math.ceil(len("You are terse and precise.") / 4)
 
@@ -273,7 +289,8 @@ async def test_claude_stream_event_order(make_emu: MakeEmu, session: aiohttp.Cli
     events = parse_sse(answer.raw)
     names = [name for name, _ in events]
     assert names == (
-        ["message_start", "content_block_start", "ping"] + ["content_block_delta"] * 4
+        ["message_start", "content_block_start", "ping"]
+        + ["content_block_delta"] * 4
         + ["content_block_stop", "message_delta", "message_stop"]
     )
     for name, data in events:
@@ -293,8 +310,9 @@ async def test_gemini_generate(make_emu: MakeEmu, session: aiohttp.ClientSession
     emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY, rpm=100, tpm=10_000))
     answer = await chat(session, emu, "gemini")
     assert answer.status == 200
-    assert not any(h.lower().startswith(("x-ratelimit", "retry-after", "x-request-id"))
-                   for h in answer.headers)
+    assert not any(
+        h.lower().startswith(("x-ratelimit", "retry-after", "x-request-id")) for h in answer.headers
+    )
     body = answer.json()
     candidate = body["candidates"][0]
     assert candidate["content"]["role"] == "model"
@@ -320,8 +338,13 @@ async def test_gemini_stream_sse_and_array(
     text = "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks)
     assert text == "Hello from the keymux emulator (gemini). You said: Say hi"
     url, body = chat_request(emu, "gemini", stream=True)
-    array = await send(session, "POST", url.replace("?alt=sse", ""),
-                       headers=auth_headers("gemini", GEMINI_KEY), json_body=body)
+    array = await send(
+        session,
+        "POST",
+        url.replace("?alt=sse", ""),
+        headers=auth_headers("gemini", GEMINI_KEY),
+        json_body=body,
+    )
     assert array.headers["Content-Type"].startswith("application/json")
     items = array.json()
     assert isinstance(items, list)
@@ -352,14 +375,20 @@ async def test_openai_embeddings_float_and_base64(
     assert len(vectors[0]) == 8
     assert vectors[0] == vectors[2] != vectors[1]
     assert math.isclose(sum(v * v for v in vectors[0]), 1.0, rel_tol=1e-5)
-    b64 = (await send(session, "POST", url, headers=headers,
-                      json_body={**req, "encoding_format": "base64"})).json()
+    b64 = (
+        await send(
+            session, "POST", url, headers=headers, json_body={**req, "encoding_format": "base64"}
+        )
+    ).json()
     for item, expected in zip(b64["data"], vectors, strict=True):
         raw = base64.b64decode(item["embedding"])
         decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
         assert decoded == pytest.approx(expected, abs=1e-6)
-    sized = (await send(session, "POST", url, headers=headers,
-                        json_body={"input": "hello", "dimensions": 32})).json()
+    sized = (
+        await send(
+            session, "POST", url, headers=headers, json_body={"input": "hello", "dimensions": 32}
+        )
+    ).json()
     assert len(sized["data"][0]["embedding"]) == 32
 
 
@@ -367,52 +396,108 @@ async def test_gemini_embed_and_batch(make_emu: MakeEmu, session: aiohttp.Client
     emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY))
     base = emu.base_url("gemini") + "/v1beta/models/gemini-embedding-001"
     headers = auth_headers("gemini", GEMINI_KEY)
-    single = await send(session, "POST", base + ":embedContent", headers=headers,
-                        json_body={"content": {"parts": [{"text": "hello"}]}})
+    single = await send(
+        session,
+        "POST",
+        base + ":embedContent",
+        headers=headers,
+        json_body={"content": {"parts": [{"text": "hello"}]}},
+    )
     assert single.status == 200
     values = single.json()["embedding"]["values"]
     assert len(values) == 8
-    batch = await send(session, "POST", base + ":batchEmbedContents", headers=headers, json_body={
-        "requests": [
-            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "hello"}]}},
-            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "world"}]},
-             "outputDimensionality": 16},
-        ]})
+    batch = await send(
+        session,
+        "POST",
+        base + ":batchEmbedContents",
+        headers=headers,
+        json_body={
+            "requests": [
+                {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "hello"}]}},
+                {
+                    "model": "models/gemini-embedding-001",
+                    "content": {"parts": [{"text": "world"}]},
+                    "outputDimensionality": 16,
+                },
+            ]
+        },
+    )
     embeddings = batch.json()["embeddings"]
     assert len(embeddings) == 2
     assert embeddings[0]["values"][:8] != embeddings[1]["values"][:8]
     assert len(embeddings[1]["values"]) == 16
-    missing = await send(session, "POST", base + ":batchEmbedContents", headers=headers,
-                         json_body={})
+    missing = await send(
+        session, "POST", base + ":batchEmbedContents", headers=headers, json_body={}
+    )
     assert missing.status == 400
     assert missing.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
 async def test_models_endpoints(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu(*(EmulatorKey(p, k) for p, k in KEYS.items()))
-    openai = (await send(session, "GET", emu.base_url("openai") + "/models",
-                         headers=auth_headers("openai", OPENAI_KEY))).json()
+    openai = (
+        await send(
+            session,
+            "GET",
+            emu.base_url("openai") + "/models",
+            headers=auth_headers("openai", OPENAI_KEY),
+        )
+    ).json()
     assert openai["object"] == "list"
-    assert {"id": "gpt-4o-mini", "object": "model", "created": 1721172741,
-            "owned_by": "system"} in openai["data"]
-    one = (await send(session, "GET", emu.base_url("openai") + "/models/gpt-4o",
-                      headers=auth_headers("openai", OPENAI_KEY))).json()
+    assert {
+        "id": "gpt-4o-mini",
+        "object": "model",
+        "created": 1721172741,
+        "owned_by": "system",
+    } in openai["data"]
+    one = (
+        await send(
+            session,
+            "GET",
+            emu.base_url("openai") + "/models/gpt-4o",
+            headers=auth_headers("openai", OPENAI_KEY),
+        )
+    ).json()
     assert one["id"] == "gpt-4o"
     assert one["object"] == "model"
     # the same path with x-api-key is Anthropic's
-    claude = (await send(session, "GET", emu.base_url("claude") + "/v1/models",
-                         headers=auth_headers("claude", CLAUDE_KEY))).json()
+    claude = (
+        await send(
+            session,
+            "GET",
+            emu.base_url("claude") + "/v1/models",
+            headers=auth_headers("claude", CLAUDE_KEY),
+        )
+    ).json()
     assert claude["has_more"] is False
     assert claude["first_id"] == claude["data"][0]["id"]
     assert all(m["type"] == "model" for m in claude["data"])
-    groq = (await send(session, "GET", emu.base_url("groq") + "/openai/v1/models",
-                       headers=auth_headers("groq", GROQ_KEY))).json()
+    groq = (
+        await send(
+            session,
+            "GET",
+            emu.base_url("groq") + "/openai/v1/models",
+            headers=auth_headers("groq", GROQ_KEY),
+        )
+    ).json()
     assert groq["data"][0]["context_window"] == 131072
-    gemini = (await send(session, "GET", emu.base_url("gemini") + "/v1beta/models",
-                         headers=auth_headers("gemini", GEMINI_KEY))).json()
+    gemini = (
+        await send(
+            session,
+            "GET",
+            emu.base_url("gemini") + "/v1beta/models",
+            headers=auth_headers("gemini", GEMINI_KEY),
+        )
+    ).json()
     assert any(m["name"] == "models/gemini-2.5-flash" for m in gemini["models"])
-    flash = (await send(session, "GET", emu.base_url("gemini") + "/v1beta/models/gemini-2.5-flash",
-                        headers=auth_headers("gemini", GEMINI_KEY))).json()
+    flash = (
+        await send(
+            session,
+            "GET",
+            emu.base_url("gemini") + "/v1beta/models/gemini-2.5-flash",
+            headers=auth_headers("gemini", GEMINI_KEY),
+        )
+    ).json()
     assert flash["name"] == "models/gemini-2.5-flash"
     assert "generateContent" in flash["supportedGenerationMethods"]
 
@@ -429,8 +514,10 @@ async def test_claude_requires_anthropic_version(
     assert answer.status == 400
     error = answer.json()
     assert error["type"] == "error"
-    assert error["error"] == {"type": "invalid_request_error",
-                              "message": "anthropic-version: header is required"}
+    assert error["error"] == {
+        "type": "invalid_request_error",
+        "message": "anthropic-version: header is required",
+    }
     assert error["request_id"] == answer.headers["request-id"]
 
 
@@ -440,11 +527,14 @@ async def test_claude_requires_max_tokens(
     emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY))
     url, body = chat_request(emu, "claude")
     del body["max_tokens"]
-    answer = await send(session, "POST", url, headers=auth_headers("claude", CLAUDE_KEY),
-                        json_body=body)
+    answer = await send(
+        session, "POST", url, headers=auth_headers("claude", CLAUDE_KEY), json_body=body
+    )
     assert answer.status == 400
-    assert answer.json()["error"] == {"type": "invalid_request_error",
-                                      "message": "max_tokens: Field required"}
+    assert answer.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "max_tokens: Field required",
+    }
 
 
 async def test_claude_rejects_bearer_auth(
@@ -463,8 +553,13 @@ async def test_claude_rejects_bearer_auth(
 async def test_gemini_requires_contents(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY))
     url, _ = chat_request(emu, "gemini")
-    answer = await send(session, "POST", url, headers=auth_headers("gemini", GEMINI_KEY),
-                        json_body={"generationConfig": {}})
+    answer = await send(
+        session,
+        "POST",
+        url,
+        headers=auth_headers("gemini", GEMINI_KEY),
+        json_body={"generationConfig": {}},
+    )
     assert answer.status == 400
     error = answer.json()["error"]
     assert error["code"] == 400
@@ -474,12 +569,20 @@ async def test_gemini_requires_contents(make_emu: MakeEmu, session: aiohttp.Clie
 
 async def test_openai_requires_messages(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu(EmulatorKey("openai", OPENAI_KEY))
-    answer = await send(session, "POST", emu.base_url("openai") + "/chat/completions",
-                        headers=auth_headers("openai", OPENAI_KEY), json_body={"model": "x"})
+    answer = await send(
+        session,
+        "POST",
+        emu.base_url("openai") + "/chat/completions",
+        headers=auth_headers("openai", OPENAI_KEY),
+        json_body={"model": "x"},
+    )
     assert answer.status == 400
     assert answer.json()["error"] == {
-        "message": "Missing required parameter: 'messages'.", "type": "invalid_request_error",
-        "param": "messages", "code": "missing_required_parameter"}
+        "message": "Missing required parameter: 'messages'.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "missing_required_parameter",
+    }
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -516,8 +619,11 @@ async def test_unknown_key(
         assert "sk-...9876" in body["error"]["message"]
     elif provider == "groq":
         assert answer.status == 401
-        assert body["error"] == {"message": "Invalid API Key", "type": "invalid_request_error",
-                                 "code": "invalid_api_key"}
+        assert body["error"] == {
+            "message": "Invalid API Key",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
     elif provider == "claude":
         assert answer.status == 401
         assert body["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
@@ -593,11 +699,16 @@ async def test_rpm_window(
         assert "x-ratelimit-limit-tokens" not in answer.headers  # tpm not configured
     refused = await chat(session, emu, "openai")
     assert refused.status == 429
-    assert refused.json() == {"error": {
-        "message": "Rate limit reached for gpt-4o-mini in organization org-emulator on requests "
-                   "per min (RPM): Limit 20, Used 20, Requested 1. Please try again in 734ms. "
-                   "Visit https://platform.openai.com/account/rate-limits to learn more.",
-        "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
+    assert refused.json() == {
+        "error": {
+            "message": "Rate limit reached for gpt-4o-mini in organization org-emulator on requests "
+            "per min (RPM): Limit 20, Used 20, Requested 1. Please try again in 734ms. "
+            "Visit https://platform.openai.com/account/rate-limits to learn more.",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
     assert refused.headers["retry-after"] == "1"
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert emu.total_429 == 1
@@ -638,8 +749,9 @@ async def test_tpm_limit(make_emu: MakeEmu, session: aiohttp.ClientSession) -> N
     error = refused.json()["error"]
     assert error["type"] == "tokens"
     assert error["code"] == "rate_limit_exceeded"
-    assert f"tokens per min (TPM): Limit 50, Used {2 * cost}, Requested {cost}." in (
-        error["message"])
+    assert (
+        f"tokens per min (TPM): Limit 50, Used {2 * cost}, Requested {cost}." in (error["message"])
+    )
     too_large = await chat(session, emu, "openai", text="x" * 400)
     assert too_large.status == 429
     assert too_large.json()["error"]["message"].startswith("Request too large for gpt-4o-mini")
@@ -772,8 +884,12 @@ async def test_fault_revoked(
     answer = await chat(session, emu, provider)
     assert answer.status == (400 if provider == "gemini" else 401)
     text = answer.raw.decode()
-    assert {"openai": "invalid_api_key", "groq": "invalid_api_key",
-            "claude": "authentication_error", "gemini": "API_KEY_INVALID"}[provider] in text
+    assert {
+        "openai": "invalid_api_key",
+        "groq": "invalid_api_key",
+        "claude": "authentication_error",
+        "gemini": "API_KEY_INVALID",
+    }[provider] in text
     assert KEYS[provider] not in text
 
 
@@ -804,10 +920,18 @@ async def test_fault_quota_spent(
     assert emu.total_429 == 1
 
 
-_SERVER_ERRORS = {"openai": (500, "server_error"), "groq": (500, "internal_server_error"),
-                  "claude": (500, "api_error"), "gemini": (500, "INTERNAL")}
-_OVERLOADED = {"openai": (503, "service_unavailable_error"), "groq": (498, "flex"),
-               "claude": (529, "overloaded_error"), "gemini": (503, "UNAVAILABLE")}
+_SERVER_ERRORS = {
+    "openai": (500, "server_error"),
+    "groq": (500, "internal_server_error"),
+    "claude": (500, "api_error"),
+    "gemini": (500, "INTERNAL"),
+}
+_OVERLOADED = {
+    "openai": (503, "service_unavailable_error"),
+    "groq": (498, "flex"),
+    "claude": (529, "overloaded_error"),
+    "gemini": (503, "UNAVAILABLE"),
+}
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -837,8 +961,9 @@ async def test_fault_rates_are_seeded(make_emu: MakeEmu, session: aiohttp.Client
 
     faults = Faults(server_error_rate=0.3, overloaded_rate=0.3)
     first = await statuses(await make_emu(EmulatorKey("openai", OPENAI_KEY, faults=faults), seed=7))
-    second = await statuses(await make_emu(EmulatorKey("openai", OPENAI_KEY, faults=faults),
-                                           seed=7))
+    second = await statuses(
+        await make_emu(EmulatorKey("openai", OPENAI_KEY, faults=faults), seed=7)
+    )
     assert first == second
     assert {200, 500, 503} <= set(first)
 
@@ -855,14 +980,16 @@ async def test_fault_malformed_and_missing_fields(
             json.loads(answer.raw)
         emu.set_faults(KEYS[provider], malformed=False, missing_fields=True)
         body = (await chat(session, emu, provider)).json()
-        content_field = {"openai": "choices", "groq": "choices", "claude": "content",
-                         "gemini": "candidates"}[provider]
+        content_field = {
+            "openai": "choices",
+            "groq": "choices",
+            "claude": "content",
+            "gemini": "candidates",
+        }[provider]
         assert content_field not in body
 
 
-async def test_fault_malformed_stream(
-    make_emu: MakeEmu, session: aiohttp.ClientSession
-) -> None:
+async def test_fault_malformed_stream(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, faults=Faults(malformed=True)))
     events = parse_sse((await chat(session, emu, "openai", stream=True)).raw)
     assert events[-1][1] == "[DONE]"
@@ -874,23 +1001,30 @@ async def test_fault_hang(make_emu: MakeEmu, session: aiohttp.ClientSession) -> 
     emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, faults=Faults(hang=True)))
     url, body = chat_request(emu, "openai")
     with pytest.raises(asyncio.TimeoutError):
-        async with session.post(url, json=body, headers=auth_headers("openai", OPENAI_KEY),
-                                timeout=aiohttp.ClientTimeout(total=0.2)) as resp:
+        async with session.post(
+            url,
+            json=body,
+            headers=auth_headers("openai", OPENAI_KEY),
+            timeout=aiohttp.ClientTimeout(total=0.2),
+        ) as resp:
             await resp.read()
     assert emu.stats()["total"]["faults"] == {"hang": 1}
 
 
 async def test_fault_reset_connection(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
-    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY,
-                                     faults=Faults(reset_connection=True)))
+    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, faults=Faults(reset_connection=True)))
     with pytest.raises(aiohttp.ClientConnectionError):
         await chat(session, emu, "openai")
     emu.set_faults(OPENAI_KEY, reset_connection=False)
     assert (await chat(session, emu, "openai")).status == 200
 
 
-_END_MARKERS = {"openai": b"[DONE]", "groq": b"[DONE]", "claude": b"message_stop",
-                "gemini": b"finishReason"}
+_END_MARKERS = {
+    "openai": b"[DONE]",
+    "groq": b"[DONE]",
+    "claude": b"message_stop",
+    "gemini": b"finishReason",
+}
 
 
 async def _read_broken_stream(
@@ -922,8 +1056,7 @@ def _content_count(provider: str, raw: bytes) -> int:
 async def test_fault_stream_cut(
     provider: str, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey(provider, KEYS[provider],
-                                     faults=Faults(stream_cut_after=2)))
+    emu = await make_emu(EmulatorKey(provider, KEYS[provider], faults=Faults(stream_cut_after=2)))
     raw, broken = await _read_broken_stream(session, emu, provider)
     assert broken  # the connection closed mid-body
     assert _content_count(provider, raw) == 2
@@ -935,8 +1068,7 @@ async def test_fault_stream_cut(
 async def test_fault_stream_error(
     provider: str, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey(provider, KEYS[provider],
-                                     faults=Faults(stream_error_after=3)))
+    emu = await make_emu(EmulatorKey(provider, KEYS[provider], faults=Faults(stream_error_after=3)))
     raw, broken = await _read_broken_stream(session, emu, provider)
     assert not broken
     assert _content_count(provider, raw) == 3
@@ -945,8 +1077,10 @@ async def test_fault_stream_error(
     error = json.loads(data)
     if provider == "claude":
         assert name == "error"
-        assert error == {"type": "error",
-                         "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        assert error == {
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": "Overloaded"},
+        }
     else:
         assert name is None
         assert "error" in error
@@ -1016,9 +1150,7 @@ async def test_handler_bug_becomes_provider_500(
 # --- runtime changes, stats, control --------------------------------------------------------
 
 
-async def test_add_remove_and_set_faults(
-    make_emu: MakeEmu, session: aiohttp.ClientSession
-) -> None:
+async def test_add_remove_and_set_faults(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu()
     assert (await chat(session, emu, "openai")).status == 401
     emu.add_key(EmulatorKey("openai", OPENAI_KEY))
@@ -1052,9 +1184,17 @@ async def test_stats_never_show_the_key(make_emu: MakeEmu, session: aiohttp.Clie
     assert labels[:2] == ["groq-main", "sk-...0001"]
     assert labels[2].startswith("sk-...0001 [gemini:")  # a fingerprint tells them apart
     openai = stats["keys"]["sk-...0001"]
-    assert openai == {"requests": 2, "ok": 1, "rate_limited": 1, "errors": {"429": 1},
-                      "tokens": 19, "streams": 0, "faults": {}, "provider": "openai",
-                      "limits": {"rpm": 1}}
+    assert openai == {
+        "requests": 2,
+        "ok": 1,
+        "rate_limited": 1,
+        "errors": {"429": 1},
+        "tokens": 19,
+        "streams": 0,
+        "faults": {},
+        "provider": "openai",
+        "limits": {"rpm": 1},
+    }
     assert stats["keys"]["groq-main"]["streams"] == 1
     assert stats["total"]["requests"] == 3
     assert emu.total_429 == 1
@@ -1066,22 +1206,40 @@ async def test_stats_never_show_the_key(make_emu: MakeEmu, session: aiohttp.Clie
 async def test_control_endpoints(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu()
     root = emu.url
-    added = await send(session, "POST", root + "/_emulator/keys", json_body={
-        "provider": "anthropic", "key": CLAUDE_KEY, "rpm": 5, "tpm": None, "rpd": None,
-        "latency": 0, "faults": {"overloaded_rate": 1.0}})
+    added = await send(
+        session,
+        "POST",
+        root + "/_emulator/keys",
+        json_body={
+            "provider": "anthropic",
+            "key": CLAUDE_KEY,
+            "rpm": 5,
+            "tpm": None,
+            "rpd": None,
+            "latency": 0,
+            "faults": {"overloaded_rate": 1.0},
+        },
+    )
     assert added.status == 200
     assert added.json() == {"added": ["sk-...0001"]}
     assert (await chat(session, emu, "claude")).status == 529
-    replaced = await send(session, "POST", root + "/_emulator/keys",
-                          json_body=[{"provider": "claude", "key": CLAUDE_KEY, "rpm": 5}])
+    replaced = await send(
+        session,
+        "POST",
+        root + "/_emulator/keys",
+        json_body=[{"provider": "claude", "key": CLAUDE_KEY, "rpm": 5}],
+    )
     assert replaced.status == 200
     assert (await chat(session, emu, "claude")).status == 200
     listing = (await send(session, "GET", root + "/_emulator/keys")).json()
     assert listing["keys"][0]["label"] == "sk-...0001"
     assert CLAUDE_KEY not in json.dumps(listing)
-    for bad in ({"provider": "nope", "key": "k"}, {"key": "k"},
-                {"provider": "openai", "key": "k", "faults": {"boom": True}},
-                {"provider": "openai", "key": "k", "rpm": 0}):
+    for bad in (
+        {"provider": "nope", "key": "k"},
+        {"key": "k"},
+        {"provider": "openai", "key": "k", "faults": {"boom": True}},
+        {"provider": "openai", "key": "k", "rpm": 0},
+    ):
         refused = await send(session, "POST", root + "/_emulator/keys", json_body=bad)
         assert refused.status == 400
         assert "error" in refused.json()
@@ -1097,8 +1255,9 @@ async def test_control_endpoints(make_emu: MakeEmu, session: aiohttp.ClientSessi
 async def test_gemini_unknown_method(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY))
     url = emu.base_url("gemini") + "/v1beta/models/gemini-2.5-flash:explode"
-    answer = await send(session, "POST", url, headers=auth_headers("gemini", GEMINI_KEY),
-                        json_body={})
+    answer = await send(
+        session, "POST", url, headers=auth_headers("gemini", GEMINI_KEY), json_body={}
+    )
     assert answer.status == 404
     assert answer.json()["error"]["status"] == "NOT_FOUND"
 
@@ -1131,8 +1290,13 @@ async def test_run_in_another_process(session: aiohttp.ClientSession) -> None:
         root = (await asyncio.wait_for(proc.stdout.readline(), timeout=10)).decode().strip()
         url = root + "/v1/chat/completions"
         body = {"messages": [{"role": "user", "content": "hi"}]}
-        answer = await send(session, "POST", url, json_body=body,
-                            headers=auth_headers("openai", "sk-out-of-process-0001"))
+        answer = await send(
+            session,
+            "POST",
+            url,
+            json_body=body,
+            headers=auth_headers("openai", "sk-out-of-process-0001"),
+        )
         assert answer.status == 200
         stats = (await send(session, "GET", root + "/_emulator/stats")).json()
         assert stats["total"]["ok"] == 1

@@ -23,7 +23,13 @@ from keymux.emulator._limits import (
 
 def test_public_names() -> None:
     assert sorted(keymux.emulator.__all__) == [
-        "BASE_PATHS", "Emulator", "EmulatorKey", "Faults", "PROVIDERS", "run", "serve",
+        "BASE_PATHS",
+        "Emulator",
+        "EmulatorKey",
+        "Faults",
+        "PROVIDERS",
+        "run",
+        "serve",
     ]
     for name in keymux.emulator.__all__:
         assert hasattr(keymux.emulator, name)
@@ -64,8 +70,9 @@ def test_proto_duration(seconds: float, text: str) -> None:
     assert parse_proto_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.001, "1"), (0.734, "1"), (1.0, "1"),
-                                               (1.2, "2"), (60.0, "60")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.001, "1"), (0.734, "1"), (1.0, "1"), (1.2, "2"), (60.0, "60")]
+)
 def test_retry_after(seconds: float, text: str) -> None:
     assert retry_after(seconds) == text
 
@@ -114,8 +121,7 @@ def test_unlimited_key_has_no_snapshot() -> None:
 
 
 def test_emulator_key_validation_and_repr() -> None:
-    key = EmulatorKey("anthropic", "sk-ant-secret-value-1234", rpm=5,
-                      faults=Faults(revoked=True))
+    key = EmulatorKey("anthropic", "sk-ant-secret-value-1234", rpm=5, faults=Faults(revoked=True))
     assert key.provider == "claude"
     assert "secret-value" not in repr(key)
     assert repr(key) == (
@@ -133,8 +139,13 @@ def test_emulator_key_validation_and_repr() -> None:
 def test_faults_validation() -> None:
     assert Faults().active() == {}
     assert Faults(stream_cut_after=0).active() == {"stream_cut_after": 0}
-    for bad in ({"server_error_rate": 1.5}, {"overloaded_rate": -0.1}, {"hang": 1},
-                {"stream_error_after": -1}, {"revoked": "yes"}):
+    for bad in (
+        {"server_error_rate": 1.5},
+        {"overloaded_rate": -0.1},
+        {"hang": 1},
+        {"stream_error_after": -1},
+        {"revoked": "yes"},
+    ):
         with pytest.raises(ValueError):
             Faults(**bad)
     with pytest.raises(ValueError, match="unknown fault"):

@@ -95,14 +95,29 @@ def test_identity(
     ("adapter", "endpoint", "base_url", "url"),
     [
         (OPENAI, "chat", None, "https://api.openai.com/v1/chat/completions"),
-        (OPENAI, "chat", "https://api.openai.com/v1/", "https://api.openai.com/v1/chat/completions"),
+        (
+            OPENAI,
+            "chat",
+            "https://api.openai.com/v1/",
+            "https://api.openai.com/v1/chat/completions",
+        ),
         (OPENAI, "embed", None, "https://api.openai.com/v1/embeddings"),
         (OPENAI, "chat", "http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1/chat/completions"),
         (GROQ, "chat", None, "https://api.groq.com/openai/v1/chat/completions"),
         (GROQ, "chat", "https://api.groq.com/", "https://api.groq.com/openai/v1/chat/completions"),
         # the OpenAI-SDK style Groq base URL already holds the prefix: it is not doubled
-        (GROQ, "chat", "https://api.groq.com/openai/v1", "https://api.groq.com/openai/v1/chat/completions"),
-        (GROQ, "chat", "http://127.0.0.1:9/emu", "http://127.0.0.1:9/emu/openai/v1/chat/completions"),
+        (
+            GROQ,
+            "chat",
+            "https://api.groq.com/openai/v1",
+            "https://api.groq.com/openai/v1/chat/completions",
+        ),
+        (
+            GROQ,
+            "chat",
+            "http://127.0.0.1:9/emu",
+            "http://127.0.0.1:9/emu/openai/v1/chat/completions",
+        ),
         (GROQ, "embed", None, "https://api.groq.com/openai/v1/embeddings"),
     ],
 )
@@ -170,7 +185,11 @@ def test_build_model_from_params_when_argument_is_none() -> None:
         (
             OPENAI,
             {"input": ["hello", "world"]},
-            {"model": "text-embedding-3-small", "input": ["hello", "world"], "encoding_format": "float"},  # noqa: E501
+            {
+                "model": "text-embedding-3-small",
+                "input": ["hello", "world"],
+                "encoding_format": "float",
+            },  # noqa: E501
         ),
         (
             OPENAI,
@@ -369,8 +388,16 @@ def test_parse_embedding_ints_become_floats() -> None:
         ("chat", {"choices": [{"message": {"content": 5}}]}, "'content'"),
         ("chat", {"choices": [{"message": {"content": "a"}}], "model": 3}, "'model'"),
         ("chat", {"choices": [{"message": {"content": "a"}}], "usage": "x"}, "usage"),
-        ("chat", {"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": "9"}}, "prompt_tokens"),  # noqa: E501
-        ("chat", {"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens": -1}}, "completion_tokens"),  # noqa: E501
+        (
+            "chat",
+            {"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": "9"}},
+            "prompt_tokens",
+        ),  # noqa: E501
+        (
+            "chat",
+            {"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens": -1}},
+            "completion_tokens",
+        ),  # noqa: E501
         ("chat", {"choices": [{"message": {"content": "a"}, "finish_reason": 1}]}, "finish_reason"),
         ("embed", "x", "JSON object"),
         ("embed", {}, "'data'"),
@@ -381,7 +408,11 @@ def test_parse_embedding_ints_become_floats() -> None:
         ("embed", {"data": [{"index": 0, "embedding": [1.0, "x"]}]}, "not a number"),
         ("embed", {"data": [{"index": 0, "embedding": "!!notbase64"}]}, "base64"),
         ("embed", {"data": [{"index": 0, "embedding": "AAAAAAA="}]}, "float32"),
-        ("embed", {"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]}, "index"),  # noqa: E501
+        (
+            "embed",
+            {"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]},
+            "index",
+        ),  # noqa: E501
         ("embed", {"data": [{"index": 5, "embedding": [1.0]}]}, "index"),
         ("embed", {"data": [{"index": "0", "embedding": [1.0]}]}, "index"),
     ],
@@ -450,12 +481,26 @@ def delta(text: str) -> dict[str, Any]:
     return {"model": "m", "choices": [{"index": 0, "delta": {"content": text}}]}
 
 
-UNICODE_SSE = sse(delta("Grüße, "), delta("世界 👋"), {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})  # noqa: E501
+UNICODE_SSE = sse(
+    delta("Grüße, "),
+    delta("世界 👋"),
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+)  # noqa: E501
 
 STREAMS = [
-    (OPENAI, OPENAI_SSE, Parsed("Hi!", "gpt-4o-mini-2024-07-18", Usage(9, 2), None, "stop"), ["Hi!"]),  # noqa: E501
+    (
+        OPENAI,
+        OPENAI_SSE,
+        Parsed("Hi!", "gpt-4o-mini-2024-07-18", Usage(9, 2), None, "stop"),
+        ["Hi!"],
+    ),  # noqa: E501
     (GROQ, GROQ_SSE, Parsed("Hi!", "llama-3.1-8b-instant", Usage(9, 2), None, "stop"), ["Hi!"]),
-    (OPENAI, UNICODE_SSE, Parsed("Grüße, 世界 👋", "m", Usage(), None, "length"), ["Grüße, ", "世界 👋"]),  # noqa: E501
+    (
+        OPENAI,
+        UNICODE_SSE,
+        Parsed("Grüße, 世界 👋", "m", Usage(), None, "length"),
+        ["Grüße, ", "世界 👋"],
+    ),  # noqa: E501
 ]
 
 
@@ -516,7 +561,12 @@ def test_stream_result_before_the_end() -> None:
 
 
 def test_stream_only_choice_zero_is_the_text() -> None:
-    chunk = {"choices": [{"index": 1, "delta": {"content": "B"}}, {"index": 0, "delta": {"content": "A"}}]}  # noqa: E501
+    chunk = {
+        "choices": [
+            {"index": 1, "delta": {"content": "B"}},
+            {"index": 0, "delta": {"content": "A"}},
+        ]
+    }  # noqa: E501
     decoder = OPENAI.stream_decoder()
     assert run_stream(decoder, [sse(chunk).encode()]) == ["A"]
 
@@ -526,7 +576,14 @@ def test_stream_only_choice_zero_is_the_text() -> None:
     [
         (
             OPENAI,
-            {"error": {"message": "The server had an error", "type": "server_error", "param": None, "code": None}},  # noqa: E501
+            {
+                "error": {
+                    "message": "The server had an error",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            },  # noqa: E501
             "The server had an error",
             "server_error",
             True,
@@ -567,9 +624,11 @@ def test_stream_error_chunk(
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [('{"error": {"message": "overloaded", "type": "server_error"}}', "overloaded"),
-     ('{"message": "went away"}', "went away"),
-     ("plain words", "plain words")],
+    [
+        ('{"error": {"message": "overloaded", "type": "server_error"}}', "overloaded"),
+        ('{"message": "went away"}', "went away"),
+        ("plain words", "plain words"),
+    ],
 )
 def test_stream_named_error_event(data: str, message: str) -> None:
     with pytest.raises(StreamFailure, match=message):
@@ -680,12 +739,78 @@ H = dict[str, str]
 # adapter, status, headers, body, kind, retry_after, error_type, code
 CLASSIFY = [
     # --- OpenAI 4xx
-    (OPENAI, 400, {}, err("This model's maximum context length is 128000 tokens.", "invalid_request_error", "context_length_exceeded"), Kind.BAD_REQUEST, None, "invalid_request_error", "context_length_exceeded"),  # noqa: E501
-    (OPENAI, 401, {}, err(OPENAI_401, "invalid_request_error", "invalid_api_key"), Kind.KEY_INVALID, None, "invalid_request_error", "invalid_api_key"),  # noqa: E501
-    (OPENAI, 401, {}, err("You must be a member of an organization to use the API.", "invalid_request_error"), Kind.KEY_INVALID, None, "invalid_request_error", None),  # noqa: E501
-    (OPENAI, 403, {}, err("Country, region, or territory not supported", "request_forbidden", "unsupported_country_region_territory"), Kind.KEY_INVALID, None, "request_forbidden", "unsupported_country_region_territory"),  # noqa: E501
-    (OPENAI, 404, {}, err("The model `gpt-x` does not exist or you do not have access to it.", "invalid_request_error", "model_not_found"), Kind.BAD_REQUEST, None, "invalid_request_error", "model_not_found"),  # noqa: E501
-    (OPENAI, 422, {}, err("Unprocessable", "invalid_request_error"), Kind.BAD_REQUEST, None, "invalid_request_error", None),  # noqa: E501
+    (
+        OPENAI,
+        400,
+        {},
+        err(
+            "This model's maximum context length is 128000 tokens.",
+            "invalid_request_error",
+            "context_length_exceeded",
+        ),
+        Kind.BAD_REQUEST,
+        None,
+        "invalid_request_error",
+        "context_length_exceeded",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        401,
+        {},
+        err(OPENAI_401, "invalid_request_error", "invalid_api_key"),
+        Kind.KEY_INVALID,
+        None,
+        "invalid_request_error",
+        "invalid_api_key",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        401,
+        {},
+        err("You must be a member of an organization to use the API.", "invalid_request_error"),
+        Kind.KEY_INVALID,
+        None,
+        "invalid_request_error",
+        None,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        403,
+        {},
+        err(
+            "Country, region, or territory not supported",
+            "request_forbidden",
+            "unsupported_country_region_territory",
+        ),
+        Kind.KEY_INVALID,
+        None,
+        "request_forbidden",
+        "unsupported_country_region_territory",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        404,
+        {},
+        err(
+            "The model `gpt-x` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        Kind.BAD_REQUEST,
+        None,
+        "invalid_request_error",
+        "model_not_found",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        422,
+        {},
+        err("Unprocessable", "invalid_request_error"),
+        Kind.BAD_REQUEST,
+        None,
+        "invalid_request_error",
+        None,
+    ),  # noqa: E501
     (OPENAI, 413, {}, b"", Kind.BAD_REQUEST, None, None, None),
     (OPENAI, 498, {}, b"", Kind.BAD_REQUEST, None, None, None),
     (OPENAI, 408, {}, b"", Kind.SERVER_ERROR, None, None, None),
@@ -693,60 +818,406 @@ CLASSIFY = [
     # --- OpenAI 429: short-term limits
     (OPENAI, 429, {}, jbytes(OPENAI_RPM), Kind.RATE_LIMITED, 0.12, "requests", RL),
     (OPENAI, 429, {}, err(OPENAI_TPM_MSG, "tokens", RL), Kind.RATE_LIMITED, 0.644, "tokens", RL),
-    (OPENAI, 429, {"retry-after-ms": "1500"}, err(OPENAI_TPM_MSG, "tokens", RL), Kind.RATE_LIMITED, 1.5, "tokens", RL),  # noqa: E501
-    (OPENAI, 429, {"retry-after": "3"}, err(OPENAI_TPM_MSG, "tokens", RL), Kind.RATE_LIMITED, 3.0, "tokens", RL),  # noqa: E501
-    (OPENAI, 429, {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s", "x-ratelimit-remaining-requests": "10", "x-ratelimit-reset-requests": "1s"}, err("Rate limit reached.", "tokens", RL), Kind.RATE_LIMITED, 360.0, "tokens", RL),  # noqa: E501
-    (OPENAI, 429, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "12ms", "x-ratelimit-reset-tokens": "1s"}, err("Rate limit reached.", "requests", RL), Kind.RATE_LIMITED, 0.012, "requests", RL),  # noqa: E501
-    (OPENAI, 429, {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-reset-tokens": "4m12.172s"}, err("Rate limit reached on tokens per min (TPM).", "tokens", RL), Kind.RATE_LIMITED, 252.172, "tokens", RL),  # noqa: E501
-    (OPENAI, 429, {}, err("You are sending requests too quickly.", "rate_limit_error", "slow_down"), Kind.RATE_LIMITED, None, "rate_limit_error", "slow_down"),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {"retry-after-ms": "1500"},
+        err(OPENAI_TPM_MSG, "tokens", RL),
+        Kind.RATE_LIMITED,
+        1.5,
+        "tokens",
+        RL,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {"retry-after": "3"},
+        err(OPENAI_TPM_MSG, "tokens", RL),
+        Kind.RATE_LIMITED,
+        3.0,
+        "tokens",
+        RL,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "6m0s",
+            "x-ratelimit-remaining-requests": "10",
+            "x-ratelimit-reset-requests": "1s",
+        },
+        err("Rate limit reached.", "tokens", RL),
+        Kind.RATE_LIMITED,
+        360.0,
+        "tokens",
+        RL,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "12ms",
+            "x-ratelimit-reset-tokens": "1s",
+        },
+        err("Rate limit reached.", "requests", RL),
+        Kind.RATE_LIMITED,
+        0.012,
+        "requests",
+        RL,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {"x-ratelimit-remaining-tokens": "5", "x-ratelimit-reset-tokens": "4m12.172s"},
+        err("Rate limit reached on tokens per min (TPM).", "tokens", RL),
+        Kind.RATE_LIMITED,
+        252.172,
+        "tokens",
+        RL,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {},
+        err("You are sending requests too quickly.", "rate_limit_error", "slow_down"),
+        Kind.RATE_LIMITED,
+        None,
+        "rate_limit_error",
+        "slow_down",
+    ),  # noqa: E501
     (OPENAI, 429, {}, b"", Kind.RATE_LIMITED, None, None, None),
     # --- OpenAI 429: too large, billing, daily
     (OPENAI, 429, {}, err(OPENAI_TOO_LARGE_MSG, "tokens", RL), Kind.TOO_LARGE, None, "tokens", RL),
-    (OPENAI, 429, {}, jbytes(OPENAI_QUOTA), Kind.QUOTA_SPENT, None, "insufficient_quota", "insufficient_quota"),  # noqa: E501
-    (OPENAI, 429, {}, err("Your credit balance is exhausted.", "insufficient_quota", "credit_balance_exhausted"), Kind.QUOTA_SPENT, None, "insufficient_quota", "credit_balance_exhausted"),  # noqa: E501
-    (OPENAI, 429, {}, err("Spend limit reached.", "insufficient_quota", "organization_spend_limit_exceeded"), Kind.QUOTA_SPENT, None, "insufficient_quota", "organization_spend_limit_exceeded"),  # noqa: E501
-    (OPENAI, 429, {}, err("Spend limit reached.", "insufficient_quota", "project_spend_limit_exceeded"), Kind.QUOTA_SPENT, None, "insufficient_quota", "project_spend_limit_exceeded"),  # noqa: E501
-    (OPENAI, 429, {}, err("Usage limit reached.", "billing_error", "organization_usage_limit_exceeded"), Kind.QUOTA_SPENT, None, "billing_error", "organization_usage_limit_exceeded"),  # noqa: E501
-    (OPENAI, 429, {}, err("Rate limit reached for gpt-3.5-turbo on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s.", "requests", RL), Kind.DAILY_LIMIT, 432.0, "requests", RL),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {},
+        jbytes(OPENAI_QUOTA),
+        Kind.QUOTA_SPENT,
+        None,
+        "insufficient_quota",
+        "insufficient_quota",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {},
+        err("Your credit balance is exhausted.", "insufficient_quota", "credit_balance_exhausted"),
+        Kind.QUOTA_SPENT,
+        None,
+        "insufficient_quota",
+        "credit_balance_exhausted",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {},
+        err("Spend limit reached.", "insufficient_quota", "organization_spend_limit_exceeded"),
+        Kind.QUOTA_SPENT,
+        None,
+        "insufficient_quota",
+        "organization_spend_limit_exceeded",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {},
+        err("Spend limit reached.", "insufficient_quota", "project_spend_limit_exceeded"),
+        Kind.QUOTA_SPENT,
+        None,
+        "insufficient_quota",
+        "project_spend_limit_exceeded",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {},
+        err("Usage limit reached.", "billing_error", "organization_usage_limit_exceeded"),
+        Kind.QUOTA_SPENT,
+        None,
+        "billing_error",
+        "organization_usage_limit_exceeded",
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {},
+        err(
+            "Rate limit reached for gpt-3.5-turbo on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s.",
+            "requests",
+            RL,
+        ),
+        Kind.DAILY_LIMIT,
+        432.0,
+        "requests",
+        RL,
+    ),  # noqa: E501
     # --- x-should-retry
-    (OPENAI, 429, {"x-should-retry": "false"}, err(OPENAI_TPM_MSG, "tokens", RL), Kind.BAD_REQUEST, None, "tokens", RL),  # noqa: E501
-    (OPENAI, 429, {"x-should-retry": "false"}, jbytes(OPENAI_QUOTA), Kind.QUOTA_SPENT, None, "insufficient_quota", "insufficient_quota"),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {"x-should-retry": "false"},
+        err(OPENAI_TPM_MSG, "tokens", RL),
+        Kind.BAD_REQUEST,
+        None,
+        "tokens",
+        RL,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        429,
+        {"x-should-retry": "false"},
+        jbytes(OPENAI_QUOTA),
+        Kind.QUOTA_SPENT,
+        None,
+        "insufficient_quota",
+        "insufficient_quota",
+    ),  # noqa: E501
     (OPENAI, 500, {"x-should-retry": "false"}, b"", Kind.BAD_REQUEST, None, None, None),
     (OPENAI, 503, {"x-should-retry": "false"}, b"", Kind.BAD_REQUEST, None, None, None),
-    (OPENAI, 400, {"x-should-retry": "true"}, err("try me again"), Kind.SERVER_ERROR, None, None, None),  # noqa: E501
+    (
+        OPENAI,
+        400,
+        {"x-should-retry": "true"},
+        err("try me again"),
+        Kind.SERVER_ERROR,
+        None,
+        None,
+        None,
+    ),  # noqa: E501
     # --- OpenAI 5xx
-    (OPENAI, 500, {}, err("The server had an error while processing your request. Sorry about that!", "server_error"), Kind.SERVER_ERROR, None, "server_error", None),  # noqa: E501
-    (OPENAI, 500, {}, err("The engine is currently overloaded, please try again later"), Kind.OVERLOADED, None, None, None),  # noqa: E501
+    (
+        OPENAI,
+        500,
+        {},
+        err(
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+        ),
+        Kind.SERVER_ERROR,
+        None,
+        "server_error",
+        None,
+    ),  # noqa: E501
+    (
+        OPENAI,
+        500,
+        {},
+        err("The engine is currently overloaded, please try again later"),
+        Kind.OVERLOADED,
+        None,
+        None,
+        None,
+    ),  # noqa: E501
     (OPENAI, 502, {}, HTML_502, Kind.SERVER_ERROR, None, None, None),
-    (OPENAI, 503, {"retry-after": "2"}, err("Service unavailable.", "service_unavailable_error", "server_is_overloaded"), Kind.OVERLOADED, 2.0, "service_unavailable_error", "server_is_overloaded"),  # noqa: E501
+    (
+        OPENAI,
+        503,
+        {"retry-after": "2"},
+        err("Service unavailable.", "service_unavailable_error", "server_is_overloaded"),
+        Kind.OVERLOADED,
+        2.0,
+        "service_unavailable_error",
+        "server_is_overloaded",
+    ),  # noqa: E501
     (OPENAI, 504, {}, b"upstream timeout", Kind.SERVER_ERROR, None, None, None),
     (OPENAI, 520, {}, b"  ", Kind.SERVER_ERROR, None, None, None),
     # --- Groq
-    (GROQ, 400, {}, err("'messages' must be an array", "invalid_request_error"), Kind.BAD_REQUEST, None, "invalid_request_error", None),  # noqa: E501
-    (GROQ, 400, {}, err("Organization has been restricted.", "invalid_request_error", "organization_restricted"), Kind.KEY_INVALID, None, "invalid_request_error", "organization_restricted"),  # noqa: E501
-    (GROQ, 401, {}, err("Invalid API Key", "invalid_request_error", "invalid_api_key"), Kind.KEY_INVALID, None, "invalid_request_error", "invalid_api_key"),  # noqa: E501
-    (GROQ, 403, {}, err("Forbidden", "permissions_error"), Kind.KEY_INVALID, None, "permissions_error", None),  # noqa: E501
-    (GROQ, 404, {}, err("The model `x` does not exist or you do not have access to it.", "invalid_request_error", "model_not_found"), Kind.BAD_REQUEST, None, "invalid_request_error", "model_not_found"),  # noqa: E501
+    (
+        GROQ,
+        400,
+        {},
+        err("'messages' must be an array", "invalid_request_error"),
+        Kind.BAD_REQUEST,
+        None,
+        "invalid_request_error",
+        None,
+    ),  # noqa: E501
+    (
+        GROQ,
+        400,
+        {},
+        err(
+            "Organization has been restricted.", "invalid_request_error", "organization_restricted"
+        ),
+        Kind.KEY_INVALID,
+        None,
+        "invalid_request_error",
+        "organization_restricted",
+    ),  # noqa: E501
+    (
+        GROQ,
+        401,
+        {},
+        err("Invalid API Key", "invalid_request_error", "invalid_api_key"),
+        Kind.KEY_INVALID,
+        None,
+        "invalid_request_error",
+        "invalid_api_key",
+    ),  # noqa: E501
+    (
+        GROQ,
+        403,
+        {},
+        err("Forbidden", "permissions_error"),
+        Kind.KEY_INVALID,
+        None,
+        "permissions_error",
+        None,
+    ),  # noqa: E501
+    (
+        GROQ,
+        404,
+        {},
+        err(
+            "The model `x` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        Kind.BAD_REQUEST,
+        None,
+        "invalid_request_error",
+        "model_not_found",
+    ),  # noqa: E501
     (GROQ, 413, {}, jbytes(GROQ_413), Kind.TOO_LARGE, None, "tokens", RL),
     (GROQ, 413, {}, b"<html>413 Request Entity Too Large</html>", Kind.TOO_LARGE, None, None, None),
     (GROQ, 424, {}, err("Failed Dependency"), Kind.BAD_REQUEST, None, None, None),
-    (GROQ, 429, {"retry-after": "5"}, err(GROQ_TPM_MSG, "tokens", RL), Kind.RATE_LIMITED, 5.0, "tokens", RL),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {"retry-after": "5"},
+        err(GROQ_TPM_MSG, "tokens", RL),
+        Kind.RATE_LIMITED,
+        5.0,
+        "tokens",
+        RL,
+    ),  # noqa: E501
     (GROQ, 429, {}, err(GROQ_TPM_MSG, "tokens", RL), Kind.RATE_LIMITED, 4.77, "tokens", RL),
-    (GROQ, 429, {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "7.66s", "x-ratelimit-remaining-requests": "14370", "x-ratelimit-reset-requests": "2m59.56s"}, err("Rate limit reached on tokens per minute (TPM).", "tokens", RL), Kind.RATE_LIMITED, 7.66, "tokens", RL),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "7.66s",
+            "x-ratelimit-remaining-requests": "14370",
+            "x-ratelimit-reset-requests": "2m59.56s",
+        },
+        err("Rate limit reached on tokens per minute (TPM).", "tokens", RL),
+        Kind.RATE_LIMITED,
+        7.66,
+        "tokens",
+        RL,
+    ),  # noqa: E501
     # a per-minute request limit: the requests reset header is the day's, so it is not used
-    (GROQ, 429, {"x-ratelimit-remaining-requests": "14000", "x-ratelimit-reset-requests": "2h"}, err("Rate limit reached on requests per minute (RPM).", "requests", RL), Kind.RATE_LIMITED, None, "requests", RL),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {"x-ratelimit-remaining-requests": "14000", "x-ratelimit-reset-requests": "2h"},
+        err("Rate limit reached on requests per minute (RPM).", "requests", RL),
+        Kind.RATE_LIMITED,
+        None,
+        "requests",
+        RL,
+    ),  # noqa: E501
     (GROQ, 429, {}, err(GROQ_TPD_MSG, "tokens", RL), Kind.DAILY_LIMIT, 578.016, "tokens", RL),
-    (GROQ, 429, {"retry-after": "38"}, err(GROQ_RPD_MSG, "requests", RL), Kind.DAILY_LIMIT, 38.0, "requests", RL),  # noqa: E501
-    (GROQ, 429, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "23h18m29.144s"}, err(GROQ_RPD_MSG, "requests", RL), Kind.DAILY_LIMIT, 83909.144, "requests", RL),  # noqa: E501
-    (GROQ, 429, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "16m33.562s"}, err("Rate limit reached.", "tokens", RL), Kind.DAILY_LIMIT, 993.562, "tokens", RL),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {"retry-after": "38"},
+        err(GROQ_RPD_MSG, "requests", RL),
+        Kind.DAILY_LIMIT,
+        38.0,
+        "requests",
+        RL,
+    ),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "23h18m29.144s"},
+        err(GROQ_RPD_MSG, "requests", RL),
+        Kind.DAILY_LIMIT,
+        83909.144,
+        "requests",
+        RL,
+    ),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "16m33.562s"},
+        err("Rate limit reached.", "tokens", RL),
+        Kind.DAILY_LIMIT,
+        993.562,
+        "tokens",
+        RL,
+    ),  # noqa: E501
     # a daily limit waits for the longest wait that speaks of the day
-    (GROQ, 429, {"retry-after": "5", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2h"}, err(GROQ_TPM_MSG, "tokens", RL), Kind.DAILY_LIMIT, 7200.0, "tokens", RL),  # noqa: E501
-    (GROQ, 429, {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1h"}, err(GROQ_RPD_MSG, "requests", RL), Kind.DAILY_LIMIT, 3600.0, "requests", RL),  # noqa: E501
-    (GROQ, 429, {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1h"}, err(GROQ_TPD_MSG, "tokens", RL), Kind.DAILY_LIMIT, 578.016, "tokens", RL),  # noqa: E501
-    (GROQ, 498, {}, err("`flex` tier capacity exceeded. Please try again later.", "capacity_exceeded"), Kind.OVERLOADED, None, "capacity_exceeded", None),  # noqa: E501
-    (GROQ, 500, {}, err("Internal Server Error", "internal_server_error"), Kind.SERVER_ERROR, None, "internal_server_error", None),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {
+            "retry-after": "5",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "2h",
+        },
+        err(GROQ_TPM_MSG, "tokens", RL),
+        Kind.DAILY_LIMIT,
+        7200.0,
+        "tokens",
+        RL,
+    ),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1h"},
+        err(GROQ_RPD_MSG, "requests", RL),
+        Kind.DAILY_LIMIT,
+        3600.0,
+        "requests",
+        RL,
+    ),  # noqa: E501
+    (
+        GROQ,
+        429,
+        {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "1h"},
+        err(GROQ_TPD_MSG, "tokens", RL),
+        Kind.DAILY_LIMIT,
+        578.016,
+        "tokens",
+        RL,
+    ),  # noqa: E501
+    (
+        GROQ,
+        498,
+        {},
+        err("`flex` tier capacity exceeded. Please try again later.", "capacity_exceeded"),
+        Kind.OVERLOADED,
+        None,
+        "capacity_exceeded",
+        None,
+    ),  # noqa: E501
+    (
+        GROQ,
+        500,
+        {},
+        err("Internal Server Error", "internal_server_error"),
+        Kind.SERVER_ERROR,
+        None,
+        "internal_server_error",
+        None,
+    ),  # noqa: E501
     (GROQ, 502, {}, HTML_502, Kind.SERVER_ERROR, None, None, None),
-    (GROQ, 503, {}, err("Service Unavailable", "internal_server_error"), Kind.OVERLOADED, None, "internal_server_error", None),  # noqa: E501
+    (
+        GROQ,
+        503,
+        {},
+        err("Service Unavailable", "internal_server_error"),
+        Kind.OVERLOADED,
+        None,
+        "internal_server_error",
+        None,
+    ),  # noqa: E501
 ]
 
 
@@ -835,10 +1306,22 @@ def test_classify_scrubs_the_key_from_a_401(adapter: Adapter) -> None:
         ("token ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34 leaked", "token ab1...cd34 leaked"),
         # not secrets: left alone
         ("already masked sk-...a1b2", "already masked sk-...a1b2"),
-        ("Rate limit reached for gpt-4o in organization org-abc", "Rate limit reached for gpt-4o in organization org-abc"),  # noqa: E501
-        ("request req_01abc for llama-3.3-70b-versatile", "request req_01abc for llama-3.3-70b-versatile"),  # noqa: E501
-        ("see https://platform.openai.com/account/api-keys", "see https://platform.openai.com/account/api-keys"),
-        ("a task-force of risk-averse desk-bound folk", "a task-force of risk-averse desk-bound folk"),  # noqa: E501
+        (
+            "Rate limit reached for gpt-4o in organization org-abc",
+            "Rate limit reached for gpt-4o in organization org-abc",
+        ),  # noqa: E501
+        (
+            "request req_01abc for llama-3.3-70b-versatile",
+            "request req_01abc for llama-3.3-70b-versatile",
+        ),  # noqa: E501
+        (
+            "see https://platform.openai.com/account/api-keys",
+            "see https://platform.openai.com/account/api-keys",
+        ),
+        (
+            "a task-force of risk-averse desk-bound folk",
+            "a task-force of risk-averse desk-bound folk",
+        ),  # noqa: E501
     ],
 )
 def test_scrub_secrets(text: str, expected: str) -> None:
@@ -973,7 +1456,10 @@ def test_go_durations(text: str | None, seconds: float | None) -> None:
         ),
         (
             "chat",
-            {"messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}], "max_tokens": 1},  # noqa: E501
+            {
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}],
+                "max_tokens": 1,
+            },  # noqa: E501
             1 + 4 + 1,
         ),
         ("chat", {"messages": "garbage"}, 256),
