@@ -189,7 +189,7 @@ def test_build_model_from_params_when_argument_is_none() -> None:
                 "model": "text-embedding-3-small",
                 "input": ["hello", "world"],
                 "encoding_format": "float",
-            },  # noqa: E501
+            },
         ),
         (
             OPENAI,
@@ -392,12 +392,12 @@ def test_parse_embedding_ints_become_floats() -> None:
             "chat",
             {"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": "9"}},
             "prompt_tokens",
-        ),  # noqa: E501
+        ),
         (
             "chat",
             {"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens": -1}},
             "completion_tokens",
-        ),  # noqa: E501
+        ),
         ("chat", {"choices": [{"message": {"content": "a"}, "finish_reason": 1}]}, "finish_reason"),
         ("embed", "x", "JSON object"),
         ("embed", {}, "'data'"),
@@ -412,7 +412,7 @@ def test_parse_embedding_ints_become_floats() -> None:
             "embed",
             {"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]},
             "index",
-        ),  # noqa: E501
+        ),
         ("embed", {"data": [{"index": 5, "embedding": [1.0]}]}, "index"),
         ("embed", {"data": [{"index": "0", "embedding": [1.0]}]}, "index"),
     ],
@@ -485,7 +485,7 @@ UNICODE_SSE = sse(
     delta("Grüße, "),
     delta("世界 👋"),
     {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
-)  # noqa: E501
+)
 
 STREAMS = [
     (
@@ -493,14 +493,14 @@ STREAMS = [
         OPENAI_SSE,
         Parsed("Hi!", "gpt-4o-mini-2024-07-18", Usage(9, 2), None, "stop"),
         ["Hi!"],
-    ),  # noqa: E501
+    ),
     (GROQ, GROQ_SSE, Parsed("Hi!", "llama-3.1-8b-instant", Usage(9, 2), None, "stop"), ["Hi!"]),
     (
         OPENAI,
         UNICODE_SSE,
         Parsed("Grüße, 世界 👋", "m", Usage(), None, "length"),
         ["Grüße, ", "世界 👋"],
-    ),  # noqa: E501
+    ),
 ]
 
 
@@ -566,7 +566,7 @@ def test_stream_only_choice_zero_is_the_text() -> None:
             {"index": 1, "delta": {"content": "B"}},
             {"index": 0, "delta": {"content": "A"}},
         ]
-    }  # noqa: E501
+    }
     decoder = OPENAI.stream_decoder()
     assert run_stream(decoder, [sse(chunk).encode()]) == ["A"]
 
@@ -583,7 +583,7 @@ def test_stream_only_choice_zero_is_the_text() -> None:
                     "param": None,
                     "code": None,
                 }
-            },  # noqa: E501
+            },
             "The server had an error",
             "server_error",
             True,
@@ -752,7 +752,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         "context_length_exceeded",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         401,
@@ -762,7 +762,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         "invalid_api_key",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         401,
@@ -772,7 +772,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         None,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         403,
@@ -786,7 +786,7 @@ CLASSIFY = [
         None,
         "request_forbidden",
         "unsupported_country_region_territory",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         404,
@@ -800,7 +800,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         "model_not_found",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         422,
@@ -810,7 +810,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         None,
-    ),  # noqa: E501
+    ),
     (OPENAI, 413, {}, b"", Kind.BAD_REQUEST, None, None, None),
     (OPENAI, 498, {}, b"", Kind.BAD_REQUEST, None, None, None),
     (OPENAI, 408, {}, b"", Kind.SERVER_ERROR, None, None, None),
@@ -827,7 +827,7 @@ CLASSIFY = [
         1.5,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -837,7 +837,7 @@ CLASSIFY = [
         3.0,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -852,7 +852,7 @@ CLASSIFY = [
         360.0,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -866,7 +866,7 @@ CLASSIFY = [
         0.012,
         "requests",
         RL,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -876,7 +876,7 @@ CLASSIFY = [
         252.172,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -886,7 +886,7 @@ CLASSIFY = [
         None,
         "rate_limit_error",
         "slow_down",
-    ),  # noqa: E501
+    ),
     (OPENAI, 429, {}, b"", Kind.RATE_LIMITED, None, None, None),
     # --- OpenAI 429: too large, billing, daily
     (OPENAI, 429, {}, err(OPENAI_TOO_LARGE_MSG, "tokens", RL), Kind.TOO_LARGE, None, "tokens", RL),
@@ -899,7 +899,7 @@ CLASSIFY = [
         None,
         "insufficient_quota",
         "insufficient_quota",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -909,7 +909,7 @@ CLASSIFY = [
         None,
         "insufficient_quota",
         "credit_balance_exhausted",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -919,7 +919,7 @@ CLASSIFY = [
         None,
         "insufficient_quota",
         "organization_spend_limit_exceeded",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -929,7 +929,7 @@ CLASSIFY = [
         None,
         "insufficient_quota",
         "project_spend_limit_exceeded",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -939,7 +939,7 @@ CLASSIFY = [
         None,
         "billing_error",
         "organization_usage_limit_exceeded",
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -953,7 +953,7 @@ CLASSIFY = [
         432.0,
         "requests",
         RL,
-    ),  # noqa: E501
+    ),
     # --- x-should-retry
     (
         OPENAI,
@@ -964,7 +964,7 @@ CLASSIFY = [
         None,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         429,
@@ -974,7 +974,7 @@ CLASSIFY = [
         None,
         "insufficient_quota",
         "insufficient_quota",
-    ),  # noqa: E501
+    ),
     (OPENAI, 500, {"x-should-retry": "false"}, b"", Kind.BAD_REQUEST, None, None, None),
     (OPENAI, 503, {"x-should-retry": "false"}, b"", Kind.BAD_REQUEST, None, None, None),
     (
@@ -986,7 +986,7 @@ CLASSIFY = [
         None,
         None,
         None,
-    ),  # noqa: E501
+    ),
     # --- OpenAI 5xx
     (
         OPENAI,
@@ -1000,7 +1000,7 @@ CLASSIFY = [
         None,
         "server_error",
         None,
-    ),  # noqa: E501
+    ),
     (
         OPENAI,
         500,
@@ -1010,7 +1010,7 @@ CLASSIFY = [
         None,
         None,
         None,
-    ),  # noqa: E501
+    ),
     (OPENAI, 502, {}, HTML_502, Kind.SERVER_ERROR, None, None, None),
     (
         OPENAI,
@@ -1021,7 +1021,7 @@ CLASSIFY = [
         2.0,
         "service_unavailable_error",
         "server_is_overloaded",
-    ),  # noqa: E501
+    ),
     (OPENAI, 504, {}, b"upstream timeout", Kind.SERVER_ERROR, None, None, None),
     (OPENAI, 520, {}, b"  ", Kind.SERVER_ERROR, None, None, None),
     # --- Groq
@@ -1034,7 +1034,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         None,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         400,
@@ -1046,7 +1046,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         "organization_restricted",
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         401,
@@ -1056,7 +1056,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         "invalid_api_key",
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         403,
@@ -1066,7 +1066,7 @@ CLASSIFY = [
         None,
         "permissions_error",
         None,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         404,
@@ -1080,7 +1080,7 @@ CLASSIFY = [
         None,
         "invalid_request_error",
         "model_not_found",
-    ),  # noqa: E501
+    ),
     (GROQ, 413, {}, jbytes(GROQ_413), Kind.TOO_LARGE, None, "tokens", RL),
     (GROQ, 413, {}, b"<html>413 Request Entity Too Large</html>", Kind.TOO_LARGE, None, None, None),
     (GROQ, 424, {}, err("Failed Dependency"), Kind.BAD_REQUEST, None, None, None),
@@ -1093,7 +1093,7 @@ CLASSIFY = [
         5.0,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (GROQ, 429, {}, err(GROQ_TPM_MSG, "tokens", RL), Kind.RATE_LIMITED, 4.77, "tokens", RL),
     (
         GROQ,
@@ -1109,7 +1109,7 @@ CLASSIFY = [
         7.66,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     # a per-minute request limit: the requests reset header is the day's, so it is not used
     (
         GROQ,
@@ -1120,7 +1120,7 @@ CLASSIFY = [
         None,
         "requests",
         RL,
-    ),  # noqa: E501
+    ),
     (GROQ, 429, {}, err(GROQ_TPD_MSG, "tokens", RL), Kind.DAILY_LIMIT, 578.016, "tokens", RL),
     (
         GROQ,
@@ -1131,7 +1131,7 @@ CLASSIFY = [
         38.0,
         "requests",
         RL,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         429,
@@ -1141,7 +1141,7 @@ CLASSIFY = [
         83909.144,
         "requests",
         RL,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         429,
@@ -1151,7 +1151,7 @@ CLASSIFY = [
         993.562,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     # a daily limit waits for the longest wait that speaks of the day
     (
         GROQ,
@@ -1166,7 +1166,7 @@ CLASSIFY = [
         7200.0,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         429,
@@ -1176,7 +1176,7 @@ CLASSIFY = [
         3600.0,
         "requests",
         RL,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         429,
@@ -1186,7 +1186,7 @@ CLASSIFY = [
         578.016,
         "tokens",
         RL,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         498,
@@ -1196,7 +1196,7 @@ CLASSIFY = [
         None,
         "capacity_exceeded",
         None,
-    ),  # noqa: E501
+    ),
     (
         GROQ,
         500,
@@ -1206,7 +1206,7 @@ CLASSIFY = [
         None,
         "internal_server_error",
         None,
-    ),  # noqa: E501
+    ),
     (GROQ, 502, {}, HTML_502, Kind.SERVER_ERROR, None, None, None),
     (
         GROQ,
@@ -1217,7 +1217,7 @@ CLASSIFY = [
         None,
         "internal_server_error",
         None,
-    ),  # noqa: E501
+    ),
 ]
 
 
@@ -1309,11 +1309,11 @@ def test_classify_scrubs_the_key_from_a_401(adapter: Adapter) -> None:
         (
             "Rate limit reached for gpt-4o in organization org-abc",
             "Rate limit reached for gpt-4o in organization org-abc",
-        ),  # noqa: E501
+        ),
         (
             "request req_01abc for llama-3.3-70b-versatile",
             "request req_01abc for llama-3.3-70b-versatile",
-        ),  # noqa: E501
+        ),
         (
             "see https://platform.openai.com/account/api-keys",
             "see https://platform.openai.com/account/api-keys",
@@ -1321,7 +1321,7 @@ def test_classify_scrubs_the_key_from_a_401(adapter: Adapter) -> None:
         (
             "a task-force of risk-averse desk-bound folk",
             "a task-force of risk-averse desk-bound folk",
-        ),  # noqa: E501
+        ),
     ],
 )
 def test_scrub_secrets(text: str, expected: str) -> None:
@@ -1459,7 +1459,7 @@ def test_go_durations(text: str | None, seconds: float | None) -> None:
             {
                 "messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}],
                 "max_tokens": 1,
-            },  # noqa: E501
+            },
             1 + 4 + 1,
         ),
         ("chat", {"messages": "garbage"}, 256),

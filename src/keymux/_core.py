@@ -76,21 +76,31 @@ class _ProviderState:
 class _Deadline:
     """Cancel the current task at clock time ``at``; turn that into RequestTimeoutError."""
 
-    __slots__ = ("_at", "_clock", "_handle", "_task", "_what", "expired")
+    __slots__ = ("_at", "_clock", "_handle", "_req", "_task", "_what", "expired")
 
-    def __init__(self, clock: Clock, at: float | None, what: str) -> None:
+    def __init__(self, clock: Clock, at: float | None, what: str, req: Request) -> None:
         self._clock = clock
         self._at = at
         self._what = what
+        self._req = req
         self._handle: Any = None
         self._task: asyncio.Task[Any] | None = None
         self.expired = False
+
+    def _error(self) -> RequestTimeoutError:
+        key = self._req.lane_name or self._req.pin
+        on = f" (key {key!r})" if key else ""
+        return RequestTimeoutError(
+            f"{self._what}{on}: the deadline passed",
+            provider=self._req.provider,
+            key_name=key,
+        )
 
     def __enter__(self) -> _Deadline:
         if self._at is None:
             return self
         if self._clock.now() >= self._at:
-            raise RequestTimeoutError(f"{self._what}: the deadline passed")
+            raise self._error()
         self._task = asyncio.current_task()
         self._handle = self._clock.call_at(self._at, self._fire)
         return self
@@ -106,7 +116,7 @@ class _Deadline:
         if self.expired and et is not None and issubclass(et, asyncio.CancelledError):
             assert self._task is not None
             if self._task.uncancel() == 0:
-                raise RequestTimeoutError(f"{self._what}: the deadline passed") from ev
+                raise self._error() from ev
 
 
 class Core:
@@ -493,11 +503,16 @@ class Core:
 
     def _grant(self, lane: Lane, w: Waiter, now: float) -> None:
         self._detach(w)
+        if w.future.done():
+            # cancelled (task.cancel(), a timeout, a deadline) but its task has not run yet
+            w.state = GONE
+            return
         w.state = GRANTED
         self._start(lane, w.req, now)
         w.future.set_result(lane)
 
     def _start(self, lane: Lane, req: Request, now: float) -> None:
+        req.lane_name = lane.name
         lane.in_flight += 1
         lane.usage += 1
         lane.last_used = now
@@ -632,7 +647,7 @@ class Core:
 
     async def call(self, req: Request) -> Response:
         """Run one non-streaming request to its end: a Response, or a KeymuxError."""
-        with _Deadline(self.clock, req.deadline_at, f"{req.provider} {req.endpoint}"):
+        with _Deadline(self.clock, req.deadline_at, f"{req.provider} {req.endpoint}", req):
             return await self._call(req)
 
     async def _call(self, req: Request) -> Response:
@@ -772,7 +787,7 @@ class Core:
         attempts = 0
         what = f"{req.provider} stream"
         while True:
-            with _Deadline(self.clock, req.deadline_at, what):
+            with _Deadline(self.clock, req.deadline_at, what, req):
                 lane = await self._acquire(req)
             attempts += 1
             if attempts > 1:
@@ -794,7 +809,7 @@ class Core:
                 )
                 t0 = self.clock.now()
                 try:
-                    with _Deadline(self.clock, req.deadline_at, what):
+                    with _Deadline(self.clock, req.deadline_at, what, req):
                         resp = await self.engine.open(http, req.timeout)
                 except TransportFailure as exc:
                     failure = Outcome(
@@ -811,7 +826,7 @@ class Core:
                                 snapshot, self.clock.now(), max(0, lane.budget.in_flight - 1)
                             )
                         if not 200 <= resp.status < 300:
-                            with _Deadline(self.clock, req.deadline_at, what):
+                            with _Deadline(self.clock, req.deadline_at, what, req):
                                 body = await _read(resp)
                             failure = adapter.classify(resp.status, resp.headers, body)
                         else:
@@ -820,8 +835,10 @@ class Core:
                             content = resp.content
                             while not _finished(decoder):
                                 try:
-                                    with _Deadline(self.clock, req.deadline_at, what):
+                                    with _Deadline(self.clock, req.deadline_at, what, req):
                                         chunk = await content.readany()
+                                except RequestTimeoutError:
+                                    raise  # the caller's deadline: not the key's failure
                                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                                     tf = describe(exc)
                                     failure = Outcome(
@@ -918,7 +935,7 @@ class Core:
             if counts:
                 retries += 1
             if delay > 0:
-                with _Deadline(self.clock, req.deadline_at, what):
+                with _Deadline(self.clock, req.deadline_at, what, req):
                     await self.clock.sleep(delay)
 
     # -- shutdown ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Request:
     tokens: int = 0  # estimate reserved from token budgets
     avoid: set[str] = field(default_factory=set)  # keys this request must not go back to
     reservation: Reservation | None = None
+    lane_name: str | None = None  # the key of the current (or last) attempt
 
 
 class Waiter:
@@ -72,9 +73,9 @@ class Lane:
         "name",
         "output_tokens",
         "probe_at",
-        "quota_strikes",
         "provider",
         "queue",
+        "quota_strikes",
         "rate_limited",
         "removed",
         "retries",

@@ -23,13 +23,24 @@ __all__ = ["Budget", "Gcra", "Reservation", "Window"]
 _STALE = 0.002
 #: when a learned window is spent and its end unknown, look again this often (answers wake sooner)
 UNKNOWN_RESET_RECHECK = 0.25
+#: a paced request that goes out at most this late (and at most one interval late) keeps its
+#: schedule: a timer fires, and a busy event loop gets to it, a few milliseconds after the slot,
+#: and without this slack every such delay would be lost for good
+GCRA_SLACK = 0.1
 #: minute and day, in seconds
 MINUTE = 60.0
 DAY = 86400.0
 
 
 class Gcra:
-    """Even pacing: ``rate`` units per ``period`` seconds, no burst beyond one unit."""
+    """Even pacing: ``rate`` units per ``period`` seconds, no burst beyond one unit.
+
+    A unit taken a little after its slot (up to one interval, at most ``GCRA_SLACK``) keeps the
+    schedule, so dispatch latency does not lower the rate; idle time beyond that is not banked.
+    The long-run rate is exact; a span of ``d`` seconds may see one unit more than strict pacing
+    would send (``ceil(d / interval) + 1``), which a learned window, where the provider reports
+    one, keeps from becoming a 429.
+    """
 
     __slots__ = ("interval", "tat")
 
@@ -41,7 +52,10 @@ class Gcra:
         return self.tat if self.tat > now else now
 
     def take(self, now: float, units: float) -> None:
-        self.tat = max(self.tat, now) + units * self.interval
+        tat = self.tat
+        if now - tat > min(self.interval, GCRA_SLACK):
+            tat = now  # idle (or stalled) longer than the slack: no credit, no burst
+        self.tat = tat + units * self.interval
 
     def give_back(self, units: float) -> None:
         self.tat -= units * self.interval

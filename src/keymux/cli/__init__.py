@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the built-in emulator with fake keys (no real key)")
-    demo.add_argument("--requests", type=int, default=int(_env_default("DEMO_REQUESTS", "300")))
+    demo.add_argument("--requests", type=int, default=_env_default("DEMO_REQUESTS", "300"))
     demo.add_argument(
         "--window",
         type=float,
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     emulate = sub.add_parser("emulate", help="run the emulator as a server for offline clients")
     emulate.add_argument("--host", default=_env_default("EMULATE_HOST", "127.0.0.1"))
-    emulate.add_argument("--port", type=int, default=int(_env_default("EMULATE_PORT", "8700")))
+    emulate.add_argument("--port", type=int, default=_env_default("EMULATE_PORT", "8700"))
     emulate.add_argument(
         "--window", type=float, default=60.0, help="seconds of the per-minute window (default 60)"
     )
