@@ -482,7 +482,7 @@ def test_claude_parse_malformed(body: Any) -> None:
 
 CLAUDE_SSE = (
     "event: message_start\n"
-    'data: {"type":"message_start","message":{"id":"msg_01AbC","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}\n'  # noqa: E501
+    'data: {"type":"message_start","message":{"id":"msg_01AbC","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}\n'
     "\n"
     "event: content_block_start\n"
     'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n'
@@ -497,7 +497,7 @@ CLAUDE_SSE = (
     'data: {"type":"content_block_stop","index":0}\n'
     "\n"
     "event: message_delta\n"
-    'data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}\n'  # noqa: E501
+    'data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}\n'
     "\n"
     "event: message_stop\n"
     'data: {"type":"message_stop"}\n'
@@ -549,16 +549,16 @@ def test_claude_stream_ignores_other_deltas_pings_and_unknown_events() -> None:
         [
             CLAUDE_SSE.split("event: content_block_start")[0],
             "event: content_block_delta\n"
-            'data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"x"}}\n\n',  # noqa: E501
+            'data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"x"}}\n\n',
             "event: content_block_delta\n"
-            'data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"}}\n\n',  # noqa: E501
+            'data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"}}\n\n',
             "event: some_future_event\ndata: not json at all\n\n",
             "event: ping\ndata: {}\n\n",
             claude_delta("ok"),
             "event: message_delta\n"
-            'data: {"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":3}}\n\n',  # noqa: E501
+            'data: {"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":3}}\n\n',
             "event: message_delta\n"
-            'data: {"type":"message_delta","delta":{},"usage":{"output_tokens":9,"input_tokens":12,"cache_read_input_tokens":4}}\n\n',  # noqa: E501
+            'data: {"type":"message_delta","delta":{},"usage":{"output_tokens":9,"input_tokens":12,"cache_read_input_tokens":4}}\n\n',
         ]
     )
     decoder = CLAUDE.stream_decoder()
@@ -1421,9 +1421,9 @@ def test_gemini_parse_embeddings_malformed(body: Any) -> None:
 
 
 GEMINI_SSE = (
-    'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"Hi"}]},"index":0}],"usageMetadata":{"promptTokenCount":3,"totalTokenCount":3},"modelVersion":"gemini-2.5-flash","responseId":"x7Abc123"}\n'  # noqa: E501
+    'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"Hi"}]},"index":0}],"usageMetadata":{"promptTokenCount":3,"totalTokenCount":3},"modelVersion":"gemini-2.5-flash","responseId":"x7Abc123"}\n'
     "\n"
-    'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"!"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5},"modelVersion":"gemini-2.5-flash","responseId":"x7Abc123"}\n'  # noqa: E501
+    'data: {"candidates":[{"content":{"role":"model","parts":[{"text":"!"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5},"modelVersion":"gemini-2.5-flash","responseId":"x7Abc123"}\n'
     "\n"
 )
 
