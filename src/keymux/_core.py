@@ -55,6 +55,9 @@ log = logging.getLogger("keymux")
 
 StrategyFn = Callable[[list[Lane], float], Lane]
 
+#: failures that make a key cool longer each time they repeat
+_KEY_FAILURES = frozenset({Kind.SERVER_ERROR, Kind.TRANSPORT})
+
 #: first and longest wait before a key disabled for billing is probed again
 QUOTA_PROBE_FIRST = 300.0
 QUOTA_PROBE_MAX = 6 * 3600.0
@@ -617,8 +620,12 @@ class Core:
             retry_after=retry_after,
             pinned=req.pin is not None,
             jitter=self.rng.random(),
-            streak=budget.streak + 1,
+            streak=budget.streak + 1
+            if outcome.kind is Kind.RATE_LIMITED
+            else lane.fail_streak + (outcome.kind in _KEY_FAILURES),
         )
+        if outcome.kind in _KEY_FAILURES:
+            lane.fail_streak += 1
         action = decision.lane_action
         if action is LaneAction.COOL:
             if outcome.kind is Kind.RATE_LIMITED:
@@ -762,6 +769,7 @@ class Core:
             budget.settle(req.reservation, usage.total_tokens or None)
         budget.on_success()
         lane.quota_strikes = 0
+        lane.fail_streak = 0
         lane.successes += 1
         lane.input_tokens += usage.input_tokens
         lane.output_tokens += usage.output_tokens

@@ -62,6 +62,7 @@ class Lane:
         "disabled_error",
         "disabled_reason",
         "enabled",
+        "fail_streak",
         "failures",
         "group",
         "in_flight",
@@ -124,6 +125,7 @@ class Lane:
         self.usage = 0
         self.successes = 0
         self.failures = 0
+        self.fail_streak = 0  # server/transport failures in a row
         self.retries = 0
         self.rate_limited = 0
         self.input_tokens = 0

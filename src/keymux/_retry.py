@@ -81,7 +81,8 @@ def decide(
     """The retry decision for one classified answer.
 
     ``retries`` is how many counted retries the request already took; ``streak`` how many
-    rate-limit answers the key gave in a row (it lengthens a guessed cooldown).
+    answers of this kind (rate limits; server or transport failures) the key gave in a row,
+    this one included (it lengthens a guessed cooldown).
     """
     can_retry = retries < policy.max_retries
     backoff = compute_backoff(
@@ -123,7 +124,18 @@ def decide(
                 lane_delay=retry_after,
                 avoid_lane=True,
             )
-        wait = retry_after if retry_after is not None else backoff
+        if retry_after is not None:
+            wait = retry_after
+        else:
+            # a key that keeps failing (a hang, a 5xx storm) cools longer each time, so the
+            # other keys take the work instead of every request paying for its timeout
+            wait = compute_backoff(
+                max(retries, streak - 1),
+                initial=policy.initial_retry_delay,
+                factor=policy.backoff_factor,
+                cap=policy.max_retry_delay,
+                jitter=jitter,
+            )
         return Decision(
             retry=can_retry,
             lane_action=LaneAction.COOL,
