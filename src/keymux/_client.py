@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._config import Timeout
-from ._errors import UnsupportedError
+from ._errors import ClosedError, UnsupportedError
 from ._lane import Request
 from ._types import Response
 
@@ -55,6 +55,11 @@ class ProviderClient:
         params: dict[str, Any],
     ) -> Request:
         mux = self._mux
+        if mux._closed:
+            raise ClosedError(
+                f"{self.provider} request not sent: the multiplexer is closed",
+                provider=self.provider,
+            )
         adapter = mux._adapters[self.provider]
         if endpoint not in adapter.endpoints:
             raise _unsupported(adapter, self.provider, endpoint, params, model)

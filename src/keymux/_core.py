@@ -555,7 +555,7 @@ class Core:
             ps.unpinned.append(w)
         self._pump(target)  # sets its timer if it is blocked only by time
         try:
-            return await fut
+            lane = await fut
         except BaseException:
             if (
                 w.state == GRANTED
@@ -568,6 +568,12 @@ class Core:
                 w.state = GONE
                 self._detach(w)
             raise
+        if not lane.enabled:
+            # disabled between the grant and this task resuming: it gets nothing more
+            self._release(lane)
+            req.avoid.add(lane.name)
+            return await self._acquire(req)
+        return lane
 
     # -- one request ------------------------------------------------------------------------
 
@@ -988,6 +994,17 @@ class Core:
             if still:
                 await asyncio.wait(still, timeout=5.0)
         await self.engine.close()
+
+    async def release_loop(self) -> None:
+        """The event loop the core ran on is shutting down (``asyncio.run`` ending): fail what
+        still waits, close the HTTP session, but stay open: the next use binds a new loop."""
+        was_closed = self.closed
+        await self.aclose(0.0)
+        self.closed = was_closed
+        for ps in self.providers.values():
+            for lane in ps.lanes.values():
+                if lane.enabled:
+                    ps.idle[lane] = None
 
     def forget_loop(self) -> None:
         """After fork: drop loop-bound state inherited from the parent."""

@@ -16,7 +16,7 @@ from ._clock import Clock, SystemClock
 from ._config import KeySpec, MuxConfig, RetryPolicy, Timeout
 from ._core import Core
 from ._env import EnvProblem, EnvScan, discover_keys
-from ._errors import ConfigError
+from ._errors import ClosedError, ConfigError
 from ._http import client_timeout
 from ._secret import Secret
 from ._stats import lane_stats
@@ -67,7 +67,9 @@ class Multiplexer:
         self._clock: Clock = clock or SystemClock()
         self._adapters: Mapping[str, Adapter] = ADAPTERS
         self._core = Core(self._config, clock=self._clock, rng=random.Random(seed))
-        self._runtime = Runtime(on_shutdown=self._shutdown, on_fork=self._core.forget_loop)
+        self._runtime = Runtime(
+            on_shutdown=self._core.release_loop, on_fork=self._core.forget_loop
+        )
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
         self._default_timeout = client_timeout(self._config.timeout)
         self._counts_tokens = False
@@ -137,8 +139,6 @@ class Multiplexer:
 
     def _add_spec(self, spec: KeySpec) -> None:
         if self._closed:
-            from ._errors import ClosedError
-
             raise ClosedError("the multiplexer is closed")
         if spec.tpm:
             self._counts_tokens = True
@@ -260,6 +260,10 @@ class Multiplexer:
 
     def close(self) -> None:
         """Finish or fail every accepted request, then release connections and the loop."""
+        if self._runtime.on_loop():
+            raise ClosedError(
+                "close() was called inside the multiplexer's event loop: use `await mux.aclose()`"
+            )
         self._closed = True
         self._core.closed = True
         self._runtime.close(self._shutdown)

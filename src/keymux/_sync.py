@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -134,6 +135,8 @@ class Runtime:
         future = asyncio.run_coroutine_threadsafe(factory(), loop)
         try:
             return future.result()
+        except concurrent.futures.CancelledError as exc:
+            raise _loop_gone() from exc
         except BaseException:
             future.cancel()
             raise
@@ -150,7 +153,14 @@ class Runtime:
             if loop is here:
                 return await factory()
         assert loop is not None
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(factory(), loop))
+        future = asyncio.run_coroutine_threadsafe(factory(), loop)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if future.cancelled() and not (task is not None and task.cancelling()):
+                raise _loop_gone() from exc  # the other loop ended it, not our caller
+            raise
 
     def on_loop(self) -> bool:
         """True when called from the bound loop's thread."""
@@ -160,9 +170,9 @@ class Runtime:
         """Run a plain function where the core's state may be changed, and return its result:
         directly when unbound or already on the loop, else on the loop thread."""
         self._check_fork()
-        loop = self.loop
-        if loop is None or not self._usable(loop) or _running_loop() is loop:
-            with self._lock:
+        with self._lock:  # a portal cannot start between this check and fn()
+            loop = self.loop
+            if loop is None or not self._usable(loop) or _running_loop() is loop:
                 return fn()
 
         async def wrapper() -> T:
@@ -213,6 +223,12 @@ class Runtime:
             loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join(timeout=10)
+
+
+def _loop_gone() -> ClosedError:
+    return ClosedError(
+        "the event loop the multiplexer ran on shut down before the request finished"
+    )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
