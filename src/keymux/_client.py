@@ -116,7 +116,10 @@ class ProviderClient:
         """Send one request and await its Response."""
         req = self._request(endpoint, messages, input, model, timeout, deadline, params)
         mux = self._mux
-        return await mux._runtime.arun(lambda: mux._core.call(req))
+        runtime = mux._runtime
+        if runtime.is_home():  # the usual case: no extra coroutine frames, no hop
+            return await mux._core.call(req)
+        return await runtime.arun(lambda: mux._core.call(req))
 
     async def astream(
         self,

@@ -198,7 +198,7 @@ class Core:
         stranded = [w for w in lane.queue if w.state == WAITING]
         lane.queue.clear()
         for w in stranded:
-            w.req.avoid.add(lane.name)
+            w.req.shun(lane.name)
             if w.req.pin is not None:
                 self._detach(w)
                 w.state = GONE
@@ -571,7 +571,7 @@ class Core:
         if not lane.enabled:
             # disabled between the grant and this task resuming: it gets nothing more
             self._release(lane)
-            req.avoid.add(lane.name)
+            req.shun(lane.name)
             return await self._acquire(req)
         return lane
 
@@ -655,64 +655,63 @@ class Core:
                     probe_after=probe_after,
                 )
         if decision.avoid_lane:
-            req.avoid.add(lane.name)
+            req.shun(lane.name)
         return decision.retry, decision.delay, decision.counts
 
     async def call(self, req: Request) -> Response:
         """Run one non-streaming request to its end: a Response, or a KeymuxError."""
         with _Deadline(self.clock, req.deadline_at, f"{req.provider} {req.endpoint}", req):
-            return await self._call(req)
-
-    async def _call(self, req: Request) -> Response:
-        started = self.clock.now()
-        retries = 0
-        attempts = 0
-        last: tuple[Lane, Outcome] | None = None
-        task = asyncio.current_task()
-        assert task is not None
-        self._running.add(task)
-        try:
-            while True:
-                try:
-                    lane = await self._acquire(req)
-                except NoKeyAvailableError:
-                    if last is None:
-                        raise
-                    # every key this request may use has failed it: the last answer says why
-                    # (the provider's message, and AuthenticationError/BadRequestError/...)
-                    raise self._error(last[0], last[1], attempts) from None
-                attempts += 1
-                if attempts > 1:
-                    lane.retries += 1
-                try:
-                    result = await self._attempt(lane, req, attempts, started)
-                    if isinstance(result, Response):
-                        return result
-                    # the answer's effect on the key (cooldown, parking, disabling) must land
-                    # before its slot is freed, or the freed slot sends the next waiter
-                    # straight into the key that just refused
-                    retry, delay, counts = self._after_failure(
-                        lane, req, result, retries, attempts
-                    )
-                finally:
-                    self._release(lane)
-                if not retry:
-                    raise self._error(lane, result, attempts)
-                last = (lane, result)
-                if counts:
-                    retries += 1
-                if delay > 0:
-                    await self.clock.sleep(delay)
-        except asyncio.CancelledError as exc:
-            if task in self._closing_tasks:
-                self._closing_tasks.discard(task)
-                task.uncancel()
-                raise ClosedError(
-                    f"{req.provider} request cancelled: the multiplexer closed before it finished"
-                ) from exc
-            raise
-        finally:
-            self._running.discard(task)
+            started = self.clock.now()
+            retries = 0
+            attempts = 0
+            last: tuple[Lane, Outcome] | None = None
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                while True:
+                    try:
+                        lane = await self._acquire(req)
+                    except NoKeyAvailableError:
+                        if last is None:
+                            raise
+                        # every key this request may use has failed it: the last answer says why
+                        # (the provider's message, and AuthenticationError/BadRequestError/...)
+                        raise self._error(last[0], last[1], attempts) from None
+                    attempts += 1
+                    if attempts > 1:
+                        lane.retries += 1
+                    try:
+                        result = await self._attempt(lane, req, attempts, started)
+                        if isinstance(result, Response):
+                            return result
+                        # the answer's effect on the key (cooldown, parking, disabling) must land
+                        # before its slot is freed, or the freed slot sends the next waiter
+                        # straight into the key that just refused
+                        retry, delay, counts = self._after_failure(
+                            lane, req, result, retries, attempts
+                        )
+                    finally:
+                        self._release(lane)
+                    if not retry:
+                        raise self._error(lane, result, attempts)
+                    last = (lane, result)
+                    if counts:
+                        retries += 1
+                    if delay > 0:
+                        await self.clock.sleep(delay)
+            except asyncio.CancelledError as exc:
+                if task in self._closing_tasks:
+                    self._closing_tasks.discard(task)
+                    task.uncancel()
+                    raise ClosedError(
+                        f"{req.provider} request cancelled: the multiplexer closed before it "
+                        "finished",
+                        provider=req.provider,
+                    ) from exc
+                raise
+            finally:
+                self._running.discard(task)
 
     async def _attempt(
         self, lane: Lane, req: Request, attempts: int, started: float
@@ -910,11 +909,7 @@ class Core:
                         resp.release()
             finally:
                 if not released:
-                    if (
-                        failure is not None
-                        and not delivered
-                        and failure.kind is not Kind.MALFORMED
-                    ):
+                    if failure is not None and not delivered and failure.kind is not Kind.MALFORMED:
                         # as in _call: the key's cooldown before its slot is freed
                         decision = self._after_failure(lane, req, failure, retries, attempts)
                     self._release(lane)
@@ -1032,7 +1027,7 @@ async def _read(resp: aiohttp.ClientResponse) -> bytes:
 
 
 def _why_unusable(lane: Lane, req: Request) -> str:
-    if lane.enabled and lane.name in req.avoid:
+    if lane.enabled and req.avoid and lane.name in req.avoid:
         return "already failed this request"
     return lane.disabled_reason or "disabled"
 

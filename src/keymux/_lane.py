@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ._config import KeySpec
@@ -33,8 +33,16 @@ class Request:
     timeout: Any = None  # aiohttp.ClientTimeout for one attempt
     deadline_at: float | None = None  # clock time the whole call must end by
     tokens: int = 0  # estimate reserved from token budgets
-    avoid: set[str] = field(default_factory=set)  # keys this request must not go back to
+    avoid: set[str] | None = None  # keys this request must not go back to (made when needed)
     reservation: Reservation | None = None
+
+    def shun(self, name: str) -> None:
+        """Never send this request to key ``name`` again."""
+        if self.avoid is None:
+            self.avoid = {name}
+        else:
+            self.avoid.add(name)
+
     lane_name: str | None = None  # the key of the current (or last) attempt
 
 

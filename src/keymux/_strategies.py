@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: how many lanes a strategy chooses among
-CANDIDATES = 16
+CANDIDATES = 8
 
 
 class LaneView(Protocol):

@@ -162,6 +162,11 @@ class Runtime:
                 raise _loop_gone() from exc  # the other loop ended it, not our caller
             raise
 
+    def is_home(self) -> bool:
+        """True when called on the bound loop, in the process that bound it."""
+        loop = self.loop
+        return loop is not None and _running_loop() is loop and os.getpid() == self._pid
+
     def on_loop(self) -> bool:
         """True when called from the bound loop's thread."""
         return self.loop is not None and _running_loop() is self.loop
