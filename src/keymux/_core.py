@@ -16,6 +16,7 @@ keys. A lane that is blocked by its budget or a cooldown gets one timer for when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -74,6 +75,9 @@ class _ProviderState:
         self.unpinned: deque[Waiter] = deque()
         self.order: list[Lane] = []
         self.cursor = 0
+
+
+_NO_DEADLINE = contextlib.nullcontext()
 
 
 class _Deadline:
@@ -660,7 +664,11 @@ class Core:
 
     async def call(self, req: Request) -> Response:
         """Run one non-streaming request to its end: a Response, or a KeymuxError."""
-        with _Deadline(self.clock, req.deadline_at, f"{req.provider} {req.endpoint}", req):
+        with (
+            _NO_DEADLINE
+            if req.deadline_at is None
+            else _Deadline(self.clock, req.deadline_at, f"{req.provider} {req.endpoint}", req)
+        ):
             started = self.clock.now()
             retries = 0
             attempts = 0
