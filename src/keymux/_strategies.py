@@ -73,16 +73,19 @@ def weighted(candidates: Sequence[L], now: float) -> L:
 
 def rate_aware(candidates: Sequence[L], now: float) -> L:
     """The key with the most rate budget left relative to its limits (configured or learned);
-    lower latency, then least recently used, on a tie."""
-    return min(
-        candidates,
-        key=lambda lane: (
-            -round(lane.headroom(now), 2),
+    fewer in flight, lower latency (to the millisecond), then least recently used, on a tie."""
+    best = candidates[0]
+    best_key: tuple[int, int, int, float] | None = None
+    for lane in candidates:
+        key = (
+            -round(lane.headroom(now) * 100),
             lane.in_flight,
-            round(lane.latency, 3),
+            round(lane.latency * 1000),
             lane.last_used,
-        ),
-    )
+        )
+        if best_key is None or key < best_key:
+            best, best_key = lane, key
+    return best
 
 
 STRATEGIES: dict[str, Strategy[LaneView]] = {
