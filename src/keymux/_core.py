@@ -458,7 +458,7 @@ class Core:
         head = own[0] if own else None
         other: Waiter | None = None
         if glob:
-            for i, w in enumerate(itertools.islice(glob, 8)):
+            for i, w in enumerate(glob):
                 if w.state == WAITING and not (w.req.avoid and lane.name in w.req.avoid):
                     other = w
                     if i:
@@ -584,7 +584,7 @@ class Core:
     def _error(self, lane: Lane, outcome: Outcome, attempts: int) -> KeymuxError:
         status = f"HTTP {outcome.status}" if outcome.status else "no answer"
         message = (
-            f"{lane.provider} key {lane.name!r}: {outcome.message} ({status}, "
+            f"{lane.provider} key {lane.name!r}: {_scrub(outcome.message, lane)} ({status}, "
             f"{attempts} attempt{'s' if attempts != 1 else ''})"
         )
         if outcome.kind is Kind.TRANSPORT:
@@ -755,15 +755,22 @@ class Core:
                 parsed = adapter.parse(req.endpoint, data)
             except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
                 lane.failures += 1
-                raise MalformedResponseError(
+                detail = str(exc) or type(exc).__name__
+                error = MalformedResponseError(
                     f"{lane.provider} key {lane.name!r}: the answer (HTTP {status}) was not "
-                    f"usable: {_short(exc)}",
+                    f"usable: {_short_text(_scrub(detail, lane))}",
                     provider=lane.provider,
                     key_name=lane.name,
                     status=status,
                     attempts=attempts,
-                ) from exc
-            return self._success(lane, req, parsed, attempts, started, raw=data)
+                )
+                if lane.secret.reveal() not in detail:
+                    raise error from exc
+            else:
+                return self._success(lane, req, parsed, attempts, started, raw=data)
+            # the parser quoted the key (an echoing server): raised outside the handler, so
+            # that neither __cause__ nor __context__ carries it
+            raise error
         return adapter.classify(status, headers, body)
 
     def _success(
@@ -927,8 +934,8 @@ class Core:
                 raise StreamError(
                     f"{lane.provider} key {lane.name!r}: the stream broke after {delivered} "
                     f"chunks ({sum(map(len, text))} characters) had reached the caller: "
-                    f"{failure.message}. It is not retried, since part of the answer was "
-                    "already delivered.",
+                    f"{_scrub(failure.message, lane)}. It is not retried, since part of the "
+                    "answer was already delivered.",
                     provider=lane.provider,
                     key_name=lane.name,
                     status=failure.status or None,
@@ -940,7 +947,7 @@ class Core:
             if failure.kind is Kind.MALFORMED:
                 lane.failures += 1
                 raise MalformedResponseError(
-                    f"{lane.provider} key {lane.name!r}: {failure.message}",
+                    f"{lane.provider} key {lane.name!r}: {_scrub(failure.message, lane)}",
                     provider=lane.provider,
                     key_name=lane.name,
                     status=failure.status,
@@ -1045,5 +1052,14 @@ def _finished(decoder: StreamDecoder) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    return _short_text(str(exc) or type(exc).__name__)
+
+
+def _short_text(text: str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _scrub(text: str, lane: Lane) -> str:
+    """Upstream text with this lane's own key masked, in case a server or proxy echoed it."""
+    secret = lane.secret.reveal()
+    return text.replace(secret, lane.secret.masked) if secret in text else text
