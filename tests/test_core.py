@@ -1314,3 +1314,52 @@ async def test_per_call_timeout_reaches_the_engine(rig_factory: Any) -> None:
     await client.acall("chat", messages=HI, timeout=5.0)
     first, second = rig.engine.calls()
     assert (first.timeout.total, second.timeout.total) == (60.0, 5.0)
+
+
+# --- keys that come back ----------------------------------------------------------------------
+
+
+async def test_a_quota_disabled_key_is_probed_and_comes_back(rig_factory: Any) -> None:
+    rig = await rig_factory(("a", "b"))
+    rig.engine.script(secret("a"), quota_spent())
+    rig.engine.probe_reply = (429, {}, b"{}")  # the first probe finds it still spent
+    assert (await rig.client().acall("chat", messages=HI)).key_name == "b"
+    stats = rig.stats()["a"]
+    assert stats["status"] == "disabled"
+    assert stats["next_probe_in_s"] == pytest.approx(300.0)
+    assert stats["disabled_since_s"] == pytest.approx(0.0)
+
+    def probes() -> list[Any]:
+        return [s for s in rig.engine.sent if s.key == secret("a") and s.is_probe]
+
+    await rig.clock.advance(299.0)
+    assert probes() == []
+    await rig.clock.advance(1.0)
+    assert len(probes()) == 1  # cheap: the models endpoint, not a chat request
+    assert probes()[0].method == "GET" and probes()[0].url.endswith("/models")
+    assert rig.stats()["a"]["status"] == "disabled"
+    assert rig.stats()["a"]["disabled_since_s"] == pytest.approx(300.0)
+
+    rig.engine.probe_reply = (200, {}, b'{"object": "list", "data": []}')
+    await rig.clock.advance(600.0)  # the next probe waits twice as long
+    assert len(probes()) == 2
+    stats = rig.stats()["a"]
+    assert stats["status"] == "active"
+    assert "disabled_reason" not in stats
+    used = {(await rig.client().acall("chat", messages=HI)).key_name for _ in range(4)}
+    assert used == {"a", "b"}
+
+
+async def test_a_key_that_fails_again_after_coming_back_is_probed_later(
+    rig_factory: Any,
+) -> None:
+    rig = await rig_factory(("a", "b"))
+    rig.engine.script(secret("a"), quota_spent(), quota_spent())
+    await rig.client().acall("chat", messages=HI)
+    assert rig.stats()["a"]["next_probe_in_s"] == pytest.approx(300.0)
+    await rig.clock.advance(300.0)  # the probe answers 200: back in the pool
+    assert rig.stats()["a"]["status"] == "active"
+    await rig.client("b").acall("chat", messages=HI)  # a is least recently used now
+    assert (await rig.client().acall("chat", messages=HI)).key_name == "b"
+    assert rig.stats()["a"]["status"] == "disabled"  # billing still spent
+    assert rig.stats()["a"]["next_probe_in_s"] == pytest.approx(600.0)
