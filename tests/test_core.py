@@ -1336,7 +1336,8 @@ async def test_a_quota_disabled_key_is_probed_and_comes_back(rig_factory: Any) -
     assert probes() == []
     await rig.clock.advance(1.0)
     assert len(probes()) == 1  # cheap: the models endpoint, not a chat request
-    assert probes()[0].method == "GET" and probes()[0].url.endswith("/models")
+    assert probes()[0].method == "GET"
+    assert probes()[0].url.endswith("/models")
     assert rig.stats()["a"]["status"] == "disabled"
     assert rig.stats()["a"]["disabled_since_s"] == pytest.approx(300.0)
 
