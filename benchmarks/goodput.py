@@ -43,10 +43,7 @@ import importlib.util
 import itertools
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -56,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from _common import EmulatorProcess as _Emulator
 
 from keymux import KeymuxError, Multiplexer
 
@@ -75,90 +73,31 @@ KEYMUX_STRATEGIES = ("round-robin", "least-loaded", "rate-aware")
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class EmulatorProcess:
+class EmulatorProcess(_Emulator):
     """``keymux emulate`` on 127.0.0.1 in a child process, driven by its control endpoints."""
 
     #: a registered key keeps the emulator from accepting any key (a typo would be unlimited)
     SENTINEL = "sk-bench-sentinel-0000"
 
     def __init__(self, *, window: float, latency: float) -> None:
-        self.window = window
-        self.latency = latency
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
+        super().__init__(
+            "--window",
+            repr(window),
+            "--latency",
+            repr(latency),
+            "--key",
+            f"openai:{self.SENTINEL}",
+        )
         self._serial = itertools.count(1)
         # loopback only, never through a proxy from the environment
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def openai_base(self) -> str:
-        return self.root + "/v1"
-
-    def start(self, timeout: float = 30.0) -> None:
-        last = "no attempt"
-        for _ in range(3):  # the free port may be taken between the probe and the bind
-            self.port = _free_port()
-            cmd = [sys.executable, "-m", "keymux", "emulate", "--host", "127.0.0.1"]
-            cmd += ["--port", str(self.port), "--window", repr(self.window)]
-            cmd += ["--latency", repr(self.latency), "--key", f"openai:{self.SENTINEL}"]
-            self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
-            env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1", TERM="dumb")
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C goes to us; we stop it
-            )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    last = f"exited with {self.proc.returncode}: {self._output()[-800:]}"
-                    break
-                try:
-                    self._get("/_emulator/stats", timeout=1.0)
-                    return
-                except OSError:
-                    time.sleep(0.05)
-            else:
-                last = f"did not answer within {timeout:g} s"
-            self.stop()
-        raise RuntimeError(f"keymux emulate did not start: {last}")
-
-    def _output(self) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return bytes(self._log.read()).decode("utf-8", "replace")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        return self.base_url("openai")
 
     def _get(self, path: str, timeout: float = 5.0) -> Any:
-        with self._opener.open(self.root + path, timeout=timeout) as resp:
-            return json.loads(resp.read())
+        return self.get(path, timeout=timeout)
 
     def _post(self, path: str, data: Any) -> Any:
         req = urllib.request.Request(
