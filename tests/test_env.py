@@ -5,6 +5,7 @@ No test reads keys from, or writes to, the real os.environ.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -916,3 +917,25 @@ def test_scan_is_plain_data() -> None:
     problem = EnvProblem("env", None, "X", "msg")
     assert problem.level == "warning"
     assert str(problem) == "env: msg"
+
+
+def test_from_env_reports_problems_by_line_in_the_log_never_the_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from keymux import Multiplexer
+
+    canary = "sk-CANARY-from-env-0123456789abcdef"
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"OPENAI_API_KEY_1={canary}\nthis line is not an assignment\nGROQ_API_KEY=\n")
+    dotenv.chmod(0o600)
+    caplog.set_level(logging.DEBUG)
+    mux = Multiplexer.from_env(dotenv_path=dotenv, environ={})
+    try:
+        assert [k["name"] for k in mux.keys()] == ["OPENAI_API_KEY_1"]
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(":2:" in w for w in warnings)  # the malformed line, by number
+        assert any("GROQ_API_KEY" in w for w in warnings)  # the empty value, by name
+        assert all(canary not in r.getMessage() for r in caplog.records)
+        assert len(mux.env_problems) >= 2
+    finally:
+        mux.close()

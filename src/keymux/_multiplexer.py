@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import weakref
@@ -25,6 +26,8 @@ from ._sync import Runtime
 from .providers import ADAPTERS, Adapter, canonical_provider
 
 __all__ = ["ApiKeyMultiplexer", "Multiplexer"]
+
+log = logging.getLogger("keymux")
 
 _UNSET: Any = object()
 
@@ -96,6 +99,10 @@ class Multiplexer:
 
     def _load_scan(self, scan: EnvScan) -> None:
         self.env_problems = list(scan.problems)
+        for problem in scan.problems:  # names files, lines and variables, never values
+            if problem.level != "info":
+                where = problem.source + (f":{problem.line}" if problem.line else "")
+                log.warning("keymux: %s: %s", where, problem.message)
         for spec in scan.keys:
             self._add_spec(spec)
 
