@@ -1117,7 +1117,7 @@ async def test_the_secret_never_leaks(rig_factory: Any, caplog: pytest.LogCaptur
         *(repr(lane.spec) for lane in lanes),
         *(repr(lane.secret) + str(lane.secret) + f"{lane.secret}" for lane in lanes),
         json.dumps(mux.get_usage_stats()),
-        json.dumps(mux.keys()),
+        json.dumps(mux.key_info()),
         repr([r.getMessage() for r in caplog.records]),
         repr([(r.msg, r.args) for r in caplog.records]),
         caplog.text,

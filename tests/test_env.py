@@ -931,7 +931,7 @@ def test_from_env_reports_problems_by_line_in_the_log_never_the_value(
     caplog.set_level(logging.DEBUG)
     mux = Multiplexer.from_env(dotenv_path=dotenv, environ={})
     try:
-        assert [k["name"] for k in mux.keys()] == ["OPENAI_API_KEY_1"]
+        assert [k["name"] for k in mux.key_info()] == ["OPENAI_API_KEY_1"]
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any(":2:" in w for w in warnings)  # the malformed line, by number
         assert any("GROQ_API_KEY" in w for w in warnings)  # the empty value, by name

@@ -107,7 +107,7 @@ def assert_mux_clean(mux: keymux.Multiplexer) -> None:
     assert_clean(str(mux), "str(mux)")
     stats = mux.get_usage_stats()
     assert_clean(json.dumps(stats), "json.dumps(get_usage_stats())")
-    assert_clean(json.dumps(mux.keys()), "json.dumps(mux.keys())")
+    assert_clean(json.dumps(mux.key_info()), "json.dumps(mux.key_info())")
     for provider, ps in mux._core.providers.items():
         assert_clean(repr(mux.get_client(provider)), "repr(client)")
         for name, lane in ps.lanes.items():

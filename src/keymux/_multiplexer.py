@@ -175,7 +175,7 @@ class Multiplexer:
         provider = canonical_provider(provider)
         self._runtime.call_soon(lambda: self._core.remove_lane(provider, name))
 
-    def keys(self) -> list[dict[str, Any]]:
+    def key_info(self) -> list[dict[str, Any]]:
         """The keys, masked: provider, name, masked key, fingerprint, source, status."""
         now = self._clock.now()
         out = []

@@ -50,7 +50,7 @@ async def _check(
     async with mux:
         for spec in specs:
             mux._add_spec(spec)
-        console.print(key_table(mux.keys()))
+        console.print(key_table(mux.key_info()))
         providers = sorted({spec.provider for spec in specs})
         plan = dict.fromkeys(providers, requests)
         try:
