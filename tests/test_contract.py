@@ -920,7 +920,7 @@ async def test_no_secret_in_stats_repr_or_keys(make_rig: MakeRig, provider: str)
     rig = make_rig(k1, k2)
     async with rig.multiplexer() as mux:
         await sequential(Entry("async"), mux.get_client(provider), 2)
-        blobs = [mux.get_usage_stats(), mux.keys(), repr(mux), repr(mux.get_client(provider))]
+        blobs = [mux.get_usage_stats(), mux.key_info(), repr(mux), repr(mux.get_client(provider))]
     assert_no_secret(rig, *blobs)
     assert_no_secret(rig, rig.server.stats())
 
