@@ -327,12 +327,7 @@ class Core(Dispatcher):
         try:
             status, headers, body = await self.engine.send(http, req.timeout)
         except TransportFailure as exc:
-            return Outcome(
-                Kind.TRANSPORT,
-                0,
-                exc.message,
-                error_type="timeout" if exc.timed_out else "connection",
-            )
+            return exc.outcome()
         now = self.clock.now()
         lane.observe_latency(now - t0)
         budget = lane.budget
@@ -430,12 +425,7 @@ class Core(Dispatcher):
                     with _Deadline(self.clock, req.deadline_at, what, req):
                         resp = await self.engine.open(http, req.timeout)
                 except TransportFailure as exc:
-                    failure = Outcome(
-                        Kind.TRANSPORT,
-                        0,
-                        exc.message,
-                        error_type="timeout" if exc.timed_out else "connection",
-                    )
+                    failure = exc.outcome()
                 else:
                     try:
                         snapshot = adapter.rate_snapshot(resp.headers, self.clock.wall())
@@ -458,13 +448,7 @@ class Core(Dispatcher):
                                 except RequestTimeoutError:
                                     raise  # the caller's deadline: not the key's failure
                                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                                    tf = describe(exc)
-                                    failure = Outcome(
-                                        Kind.TRANSPORT,
-                                        0,
-                                        tf.message,
-                                        error_type="timeout" if tf.timed_out else "connection",
-                                    )
+                                    failure = describe(exc).outcome()
                                     break
                                 events = parser.feed(chunk) if chunk else parser.close()
                                 try:

@@ -282,11 +282,8 @@ class Dispatcher:
         # when another is not
         now = self.clock.now()
         ready = [lane for lane in candidates if lane.budget.ready_at(now, req.tokens) <= now]
-        return (
-            strategy(ready or candidates, now)
-            if len(ready or candidates) > 1
-            else (ready or candidates)[0]
-        )
+        pool = ready or candidates
+        return pool[0] if len(pool) == 1 else strategy(pool, now)
 
     def _no_key(self, ps: ProviderState, req: Request) -> KeymuxError:
         if not ps.lanes:

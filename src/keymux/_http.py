@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from ._config import Timeout
-from ._types import HttpRequest
+from ._types import HttpRequest, Kind, Outcome
 
 __all__ = ["Engine", "TransportFailure", "client_timeout"]
 
@@ -22,6 +22,15 @@ class TransportFailure(Exception):
         super().__init__(message)
         self.message = message
         self.timed_out = timed_out
+
+    def outcome(self) -> Outcome:
+        """The failure as the retry logic sees it."""
+        return Outcome(
+            Kind.TRANSPORT,
+            0,
+            self.message,
+            error_type="timeout" if self.timed_out else "connection",
+        )
 
 
 def client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:

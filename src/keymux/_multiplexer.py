@@ -70,9 +70,7 @@ class Multiplexer:
         self._clock: Clock = clock or SystemClock()
         self._adapters: Mapping[str, Adapter] = ADAPTERS
         self._core = Core(self._config, clock=self._clock, rng=random.Random(seed))
-        self._runtime = Runtime(
-            on_shutdown=self._core.release_loop, on_fork=self._core.forget_loop
-        )
+        self._runtime = Runtime(on_shutdown=self._core.release_loop, on_fork=self._core.forget_loop)
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
         self._default_timeout = client_timeout(self._config.timeout)
         self._counts_tokens = False
@@ -267,7 +265,7 @@ class Multiplexer:
 
     def close(self) -> None:
         """Finish or fail every accepted request, then release connections and the loop."""
-        if self._runtime.on_loop():
+        if self._runtime.is_home():
             raise ClosedError(
                 "close() was called inside the multiplexer's event loop: use `await mux.aclose()`"
             )

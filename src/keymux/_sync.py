@@ -167,10 +167,6 @@ class Runtime:
         loop = self.loop
         return loop is not None and _running_loop() is loop and os.getpid() == self._pid
 
-    def on_loop(self) -> bool:
-        """True when called from the bound loop's thread."""
-        return self.loop is not None and _running_loop() is self.loop
-
     def call_soon(self, fn: Callable[[], T]) -> T:
         """Run a plain function where the core's state may be changed, and return its result:
         directly when unbound or already on the loop, else on the loop thread."""

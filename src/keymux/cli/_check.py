@@ -9,7 +9,6 @@ from typing import Any
 from rich.console import Console
 
 from .._env import discover_keys
-from .._errors import KeymuxError
 from .._multiplexer import Multiplexer
 from ._load import run_load
 from ._render import key_table, stats_table, write_json
@@ -53,18 +52,14 @@ async def _check(
         console.print(key_table(mux.key_info()))
         providers = sorted({spec.provider for spec in specs})
         plan = dict.fromkeys(providers, requests)
-        try:
-            result = await run_load(
-                mux,
-                plan,
-                concurrency=concurrency,
-                strategy=strategy,
-                console=console,
-                deadline=deadline,
-            )
-        except KeymuxError as exc:  # pragma: no cover - run_load catches per request
-            console.print(f"[red]{exc}[/]")
-            return 1
+        result = await run_load(
+            mux,
+            plan,
+            concurrency=concurrency,
+            strategy=strategy,
+            console=console,
+            deadline=deadline,
+        )
         stats = mux.get_usage_stats()
     console.print(stats_table({p: stats[p] for p in providers}, "per-key distribution"))
     console.print(

@@ -149,7 +149,8 @@ class Emulator:
     def _matching(self, secret: str, provider: str | None) -> list[tuple[str, str]]:
         wanted = None if provider is None else normalize_provider(provider)
         idents = [
-            ident for ident in self._keys
+            ident
+            for ident in self._keys
             if ident[1] == secret and (wanted is None or ident[0] == wanted)
         ]
         if not idents:
@@ -377,7 +378,8 @@ class Emulator:
             if body is None:
                 return self._reply(dialect, ctx, state, dialect.bad_json(ctx))
             plan: ChatPlan | EmbedPlan = (
-                dialect.parse_chat(body, request) if op == "chat"
+                dialect.parse_chat(body, request)
+                if op == "chat"
                 else dialect.parse_embed(body, request)
             )
         except BadRequest as exc:
@@ -559,8 +561,15 @@ class Emulator:
 
     async def _ctl_list_keys(self, request: web.Request) -> web.Response:
         listing = [
-            {"provider": k.provider, "label": k.display, "rpm": k.rpm, "tpm": k.tpm,
-             "rpd": k.rpd, "latency": k.latency, "faults": k.faults.active()}
+            {
+                "provider": k.provider,
+                "label": k.display,
+                "rpm": k.rpm,
+                "tpm": k.tpm,
+                "rpd": k.rpd,
+                "latency": k.latency,
+                "faults": k.faults.active(),
+            }
             for k in self.keys()
         ]
         return web.json_response({"keys": listing})
@@ -570,7 +579,7 @@ class Emulator:
             data = json.loads(await request.read())
             items = data if isinstance(data, list) else data.get("keys", [data])
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-                raise ValueError("expected a key object, a list of them, or {\"keys\": [...]}")
+                raise ValueError('expected a key object, a list of them, or {"keys": [...]}')
             keys = [EmulatorKey.from_dict(item) for item in items]
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)

@@ -25,8 +25,7 @@ _MODELS = (
     ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
     ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
 )
-_WINDOW_TEXT = {"rpm": "requests per minute", "tpm": "tokens per minute",
-                "rpd": "requests per day"}
+_WINDOW_TEXT = {"rpm": "requests per minute", "tpm": "tokens per minute", "rpd": "requests per day"}
 
 
 def _headers(kind: str, usage: Usage | None, wall: float, out: dict[str, str]) -> None:
@@ -197,51 +196,83 @@ class ClaudeDialect(Dialect):
 
     def stream(self, plan: ChatPlan, ctx: Ctx) -> StreamPlan:
         head = [
-            sse_event("message_start", {"type": "message_start",
-                                        "message": self.message(plan, ctx, streaming=True)}),
-            sse_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                              "content_block": {"type": "text", "text": ""}}),
+            sse_event(
+                "message_start",
+                {"type": "message_start", "message": self.message(plan, ctx, streaming=True)},
+            ),
+            sse_event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
             sse_event("ping", {"type": "ping"}),
         ]
         content = [
-            sse_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                              "delta": {"type": "text_delta", "text": text}})
+            sse_event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": text},
+                },
+            )
             for text in plan.chunks
         ]
         tail = [
             sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            sse_event("message_delta", {
-                "type": "message_delta",
-                "delta": {"stop_reason": "max_tokens" if plan.truncated else "end_turn",
-                          "stop_sequence": None},
-                "usage": {"output_tokens": plan.completion_tokens},
-            }),
+            sse_event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": "max_tokens" if plan.truncated else "end_turn",
+                        "stop_sequence": None,
+                    },
+                    "usage": {"output_tokens": plan.completion_tokens},
+                },
+            ),
             sse_event("message_stop", {"type": "message_stop"}),
         ]
         return StreamPlan(head, content, tail, sse_event("error", _OVERLOADED))
 
     def stream_stub(self, plan: ChatPlan, ctx: Ctx) -> StreamPlan:
         stub = sse_event("content_block_delta", {"type": "content_block_delta", "index": 0})
-        return StreamPlan([], [stub], [sse_event("message_stop", {"type": "message_stop"})],
-                          sse_event("error", _OVERLOADED))
+        return StreamPlan(
+            [],
+            [stub],
+            [sse_event("message_stop", {"type": "message_stop"})],
+            sse_event("error", _OVERLOADED),
+        )
 
     def stream_malformed(self, plan: ChatPlan, ctx: Ctx) -> StreamPlan:
         broken = b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg\n\n'
-        return StreamPlan([], [broken], [sse_event("message_stop", {"type": "message_stop"})],
-                          sse_event("error", _OVERLOADED))
+        return StreamPlan(
+            [],
+            [broken],
+            [sse_event("message_stop", {"type": "message_stop"})],
+            sse_event("error", _OVERLOADED),
+        )
 
     def model_object(self, model_id: str) -> dict[str, Any]:
         for known, name, created in _MODELS:
             if known == model_id:
-                return {"type": "model", "id": known, "display_name": name,
-                        "created_at": created}
-        return {"type": "model", "id": model_id, "display_name": model_id,
-                "created_at": "2025-01-01T00:00:00Z"}
+                return {"type": "model", "id": known, "display_name": name, "created_at": created}
+        return {
+            "type": "model",
+            "id": model_id,
+            "display_name": model_id,
+            "created_at": "2025-01-01T00:00:00Z",
+        }
 
     def models(self, ctx: Ctx) -> Reply:
         data = [self.model_object(model_id) for model_id, _, _ in _MODELS]
-        return Reply(200, {"data": data, "has_more": False, "first_id": data[0]["id"],
-                           "last_id": data[-1]["id"]})
+        return Reply(
+            200,
+            {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]},
+        )
 
     def model(self, model_id: str, ctx: Ctx) -> Reply:
         return Reply(200, self.model_object(model_id))

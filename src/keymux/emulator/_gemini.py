@@ -42,17 +42,27 @@ _MODELS = (
 )
 _HELP = {
     "@type": "type.googleapis.com/google.rpc.Help",
-    "links": [{"description": "Learn more about Gemini API quotas",
-               "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
+    "links": [
+        {
+            "description": "Learn more about Gemini API quotas",
+            "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+        }
+    ],
 }
 _QUOTA = {
     # dimension -> (quotaMetric suffix, quotaId)
-    "rpm": ("generate_content_free_tier_requests",
-            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"),
-    "tpm": ("generate_content_free_tier_input_token_count",
-            "GenerateContentInputTokensPerModelPerMinute-FreeTier"),
-    "rpd": ("generate_content_free_tier_requests",
-            "GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
+    "rpm": (
+        "generate_content_free_tier_requests",
+        "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+    ),
+    "tpm": (
+        "generate_content_free_tier_input_token_count",
+        "GenerateContentInputTokensPerModelPerMinute-FreeTier",
+    ),
+    "rpd": (
+        "generate_content_free_tier_requests",
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+    ),
 }
 _INTERNAL = {
     "code": 500,
@@ -60,9 +70,15 @@ _INTERNAL = {
     "https://developers.generativeai.google/guide/troubleshooting",
     "status": "INTERNAL",
 }
-_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-           503: "UNAVAILABLE"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -100,8 +116,11 @@ class GeminiDialect(Dialect):
     def error(
         self, status: int, message: str, details: list[dict[str, Any]] | None = None
     ) -> Reply:
-        error: dict[str, Any] = {"code": status, "message": message,
-                                 "status": _STATUS.get(status, "UNKNOWN")}
+        error: dict[str, Any] = {
+            "code": status,
+            "message": message,
+            "status": _STATUS.get(status, "UNKNOWN"),
+        }
         if details:
             error["details"] = details
         return Reply(status, {"error": error})
@@ -115,13 +134,23 @@ class GeminiDialect(Dialect):
 
     def invalid_key(self, secret: str, ctx: Ctx) -> Reply:
         message = "API key not valid. Please pass a valid API key."
-        return self.error(400, message, [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-             "domain": "googleapis.com",
-             "metadata": {"service": "generativelanguage.googleapis.com"}},
-            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-             "message": message},
-        ])
+        return self.error(
+            400,
+            message,
+            [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": message,
+                },
+            ],
+        )
 
     def bad_json(self, ctx: Ctx) -> Reply:
         return self.error(400, "Invalid JSON payload received. Unexpected token.")
@@ -141,7 +170,7 @@ class GeminiDialect(Dialect):
             contents = [contents]
         if not isinstance(contents, list):
             raise BadRequest(
-                "Invalid JSON payload received. Unknown name \"contents\": Proto field is not "
+                'Invalid JSON payload received. Unknown name "contents": Proto field is not '
                 "repeating, cannot start list."
             )
         system = body.get("systemInstruction") or body.get("system_instruction")
@@ -149,8 +178,10 @@ class GeminiDialect(Dialect):
         last_user = ""
         for content in contents:
             if not isinstance(content, dict):
-                raise BadRequest("* GenerateContentRequest.contents: each content must be an "
-                                 "object with 'parts'\n")
+                raise BadRequest(
+                    "* GenerateContentRequest.contents: each content must be an "
+                    "object with 'parts'\n"
+                )
             text = text_of(content)
             texts.append(text)
             if content.get("role", "user") == "user":
@@ -183,8 +214,9 @@ class GeminiDialect(Dialect):
         for index, item in enumerate(items):
             content = item.get("content") if isinstance(item, dict) else None
             if not isinstance(content, dict):
-                where = f"requests[{index}].content" if method == "batchEmbedContents" else (
-                    "content")
+                where = (
+                    f"requests[{index}].content" if method == "batchEmbedContents" else ("content")
+                )
                 raise BadRequest(f"* EmbedContentRequest.{where}: content is not specified\n")
             texts.append(text_of(content))
             size = item.get("outputDimensionality")
@@ -209,15 +241,25 @@ class GeminiDialect(Dialect):
             f"* Quota exceeded for metric: generativelanguage.googleapis.com/{metric}, "
             f"limit: {limit}, model: {model}\nPlease retry in {delay}."
         )
-        return self.error(429, message, [
-            {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-             "violations": [{"quotaMetric": f"generativelanguage.googleapis.com/{metric}",
-                             "quotaId": quota_id,
-                             "quotaDimensions": {"location": "global", "model": model},
-                             "quotaValue": str(limit)}]},
-            _HELP,
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
-        ])
+        return self.error(
+            429,
+            message,
+            [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": f"generativelanguage.googleapis.com/{metric}",
+                            "quotaId": quota_id,
+                            "quotaDimensions": {"location": "global", "model": model},
+                            "quotaValue": str(limit),
+                        }
+                    ],
+                },
+                _HELP,
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
+            ],
+        )
 
     def rate_limited(self, verdict: Verdict, key: EmulatorKey, ctx: Ctx) -> Reply:
         return self._exhausted(verdict.dimension, verdict.limit, verdict.reset_in, ctx.model)
@@ -246,28 +288,50 @@ class GeminiDialect(Dialect):
         if final:
             candidate["finishReason"] = "MAX_TOKENS" if plan.truncated else "STOP"
         candidate["index"] = 0
-        usage = self.usage(plan) if final else {
-            "promptTokenCount": plan.prompt_tokens, "totalTokenCount": plan.prompt_tokens}
-        return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": plan.model,
-                "responseId": f"emu{ctx.seq:x}"}
+        usage = (
+            self.usage(plan)
+            if final
+            else {"promptTokenCount": plan.prompt_tokens, "totalTokenCount": plan.prompt_tokens}
+        )
+        return {
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": plan.model,
+            "responseId": f"emu{ctx.seq:x}",
+        }
 
     def chat(self, plan: ChatPlan, ctx: Ctx) -> Reply:
         return Reply(200, self.response(plan, ctx, plan.text))
 
     def chat_stub(self, plan: ChatPlan, ctx: Ctx) -> Reply:
-        return Reply(200, {"usageMetadata": self.usage(plan), "modelVersion": plan.model,
-                           "responseId": f"emu{ctx.seq:x}"})
+        return Reply(
+            200,
+            {
+                "usageMetadata": self.usage(plan),
+                "modelVersion": plan.model,
+                "responseId": f"emu{ctx.seq:x}",
+            },
+        )
 
     def _frames(self, plan: ChatPlan, items: list[bytes], last: bytes) -> StreamPlan:
         """SSE frames, or the pieces of one incrementally sent JSON array."""
         error = dumps({"error": _INTERNAL})
         if plan.sse:
-            return StreamPlan([], [b"data: " + i + b"\n\n" for i in items],
-                              [b"data: " + last + b"\n\n"], b"data: " + error + b"\n\n")
+            return StreamPlan(
+                [],
+                [b"data: " + i + b"\n\n" for i in items],
+                [b"data: " + last + b"\n\n"],
+                b"data: " + error + b"\n\n",
+            )
         content = [(b"[" if n == 0 else b",\r\n") + i for n, i in enumerate(items)]
         tail = (b",\r\n" if items else b"[") + last + b"]"
-        return StreamPlan([], content, [tail], (b",\r\n" if items else b"[") + error + b"]",
-                          content_type="application/json")
+        return StreamPlan(
+            [],
+            content,
+            [tail],
+            (b",\r\n" if items else b"[") + error + b"]",
+            content_type="application/json",
+        )
 
     def stream(self, plan: ChatPlan, ctx: Ctx) -> StreamPlan:
         items = [dumps(self.response(plan, ctx, text, final=False)) for text in plan.chunks]
@@ -277,8 +341,9 @@ class GeminiDialect(Dialect):
         return self._frames(plan, [], dumps(self.chat_stub(plan, ctx).body))
 
     def stream_malformed(self, plan: ChatPlan, ctx: Ctx) -> StreamPlan:
-        return self._frames(plan, [b'{"candidates":[{"content":{"role":"mod'],
-                            dumps(self.response(plan, ctx, "")))
+        return self._frames(
+            plan, [b'{"candidates":[{"content":{"role":"mod'], dumps(self.response(plan, ctx, ""))
+        )
 
     def embed(self, plan: EmbedPlan, vectors: list[list[float]], ctx: Ctx) -> Reply:
         if plan.batch:
@@ -295,10 +360,17 @@ class GeminiDialect(Dialect):
                 name, methods = known_name, known_methods
                 break
         return {
-            "name": f"models/{model_id}", "version": "001", "displayName": name,
-            "description": f"{name} (keymux emulator)", "inputTokenLimit": 1048576,
-            "outputTokenLimit": 65536, "supportedGenerationMethods": methods,
-            "temperature": 1.0, "maxTemperature": 2.0, "topP": 0.95, "topK": 64,
+            "name": f"models/{model_id}",
+            "version": "001",
+            "displayName": name,
+            "description": f"{name} (keymux emulator)",
+            "inputTokenLimit": 1048576,
+            "outputTokenLimit": 65536,
+            "supportedGenerationMethods": methods,
+            "temperature": 1.0,
+            "maxTemperature": 2.0,
+            "topP": 0.95,
+            "topK": 64,
         }
 
     def models(self, ctx: Ctx) -> Reply:

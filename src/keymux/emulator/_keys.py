@@ -65,8 +65,14 @@ class Faults:
     reset_connection: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("revoked", "quota_spent", "hang", "malformed", "missing_fields",
-                     "reset_connection"):
+        for name in (
+            "revoked",
+            "quota_spent",
+            "hang",
+            "malformed",
+            "missing_fields",
+            "reset_connection",
+        ):
             _check_flag(name, getattr(self, name))
         _check_rate("server_error_rate", self.server_error_rate)
         _check_rate("overloaded_rate", self.overloaded_rate)

@@ -133,9 +133,7 @@ class Limits:
         """The configured dimensions now, or None when the key has no limits."""
         if not self.configured:
             return None
-        return Snapshot(
-            self._requests.usage(now), self._tokens.usage(now), self._day.usage(now)
-        )
+        return Snapshot(self._requests.usage(now), self._tokens.usage(now), self._day.usage(now))
 
     def day_reset_in(self, now: float) -> float:
         self._day.roll(now)

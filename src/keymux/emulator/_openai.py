@@ -201,8 +201,10 @@ class OpenAIDialect(Dialect):
             if isinstance(item, str):
                 texts.append(item)
                 tokens += text_tokens(item)
-            elif isinstance(item, list) and item and all(
-                isinstance(i, int) and not isinstance(i, bool) for i in item
+            elif (
+                isinstance(item, list)
+                and item
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in item)
             ):
                 texts.append(" ".join(map(str, item)))
                 tokens += len(item)
@@ -215,8 +217,7 @@ class OpenAIDialect(Dialect):
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise BadRequest(
-                f"Invalid value for 'encoding_format': {encoding!r}; expected 'float' or "
-                "'base64'.",
+                f"Invalid value for 'encoding_format': {encoding!r}; expected 'float' or 'base64'.",
                 param="encoding_format",
                 code="invalid_value",
             )
@@ -252,9 +253,7 @@ class OpenAIDialect(Dialect):
         type_ = _DIMENSION_TEXT[verdict.dimension][0]
         message = self.rate_message(verdict, ctx.model, go_duration(verdict.reset_in))
         headers = {} if verdict.too_large else {"retry-after": retry_after(verdict.reset_in)}
-        return self.error(
-            429, message, type_, code="rate_limit_exceeded", headers=headers
-        )
+        return self.error(429, message, type_, code="rate_limit_exceeded", headers=headers)
 
     def quota_spent(self, key: EmulatorKey, day_reset_in: float, ctx: Ctx) -> Reply:
         return self.error(
@@ -346,9 +345,7 @@ class OpenAIDialect(Dialect):
         first: bool = False,
     ) -> dict[str, Any]:
         body = self.envelope(plan, ctx, "chat.completion.chunk")
-        body["choices"] = [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        ]
+        body["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
         if plan.include_usage:
             body["usage"] = None
         return body
@@ -385,8 +382,15 @@ class OpenAIDialect(Dialect):
             }
             for index, vector in enumerate(vectors)
         ]
-        return Reply(200, {"object": "list", "data": data, "model": plan.model,
-                           "usage": {"prompt_tokens": plan.tokens, "total_tokens": plan.tokens}})
+        return Reply(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": plan.model,
+                "usage": {"prompt_tokens": plan.tokens, "total_tokens": plan.tokens},
+            },
+        )
 
     def embed_stub(self, plan: EmbedPlan, ctx: Ctx) -> Reply:
         return Reply(200, {"object": "list", "model": plan.model})

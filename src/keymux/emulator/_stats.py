@@ -16,8 +16,16 @@ class Counters:
     limits; ``streams`` the streams started; ``faults`` the injected faults, by name.
     """
 
-    __slots__ = ("errors", "faults", "ok", "rate_limited", "requests", "streams", "tokens",
-                 "unknown_key")
+    __slots__ = (
+        "errors",
+        "faults",
+        "ok",
+        "rate_limited",
+        "requests",
+        "streams",
+        "tokens",
+        "unknown_key",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
