@@ -1859,11 +1859,11 @@ def test_gemini_has_no_rate_limit_headers() -> None:
 
 
 def test_adapters_are_registered_by_name() -> None:
-    from keymux.providers import ADAPTERS, get_adapter
+    from keymux.providers import ADAPTERS, canonical_provider
 
     assert isinstance(ADAPTERS["claude"], ClaudeAdapter)
     assert isinstance(ADAPTERS["gemini"], GeminiAdapter)
-    assert get_adapter("anthropic") is ADAPTERS["claude"]
+    assert ADAPTERS[canonical_provider("anthropic")] is ADAPTERS["claude"]
     assert (CLAUDE.name, GEMINI.name) == ("claude", "gemini")
     assert CLAUDE.default_base_url == "https://api.anthropic.com"
     assert GEMINI.default_base_url == "https://generativelanguage.googleapis.com"

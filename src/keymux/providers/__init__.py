@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._errors import ConfigError
+from .._names import ALIASES, PROVIDERS, lookup_provider
 from ._base import Adapter, SSEEvent, SSEParser, StreamDecoder, StreamFailure
 from .claude import ClaudeAdapter
 from .gemini import GeminiAdapter
@@ -18,7 +19,6 @@ __all__ = [
     "StreamDecoder",
     "StreamFailure",
     "canonical_provider",
-    "get_adapter",
 ]
 
 #: provider name -> adapter
@@ -29,20 +29,15 @@ ADAPTERS: dict[str, Adapter] = {
     "gemini": GeminiAdapter(),
 }
 
-#: other names users may use for a provider
-ALIASES: dict[str, str] = {"anthropic": "claude", "google": "gemini"}
+assert tuple(ADAPTERS) == PROVIDERS, "one adapter per provider in keymux._names"
 
 
 def canonical_provider(name: str) -> str:
     """The canonical provider name, or a ConfigError naming the known ones."""
     if not isinstance(name, str):
         raise ConfigError(f"provider must be a string, got {type(name).__name__}")
-    key = ALIASES.get(name.lower().strip(), name.lower().strip())
-    if key not in ADAPTERS:
-        known = ", ".join(sorted([*ADAPTERS, *ALIASES]))
+    key = lookup_provider(name)
+    if key is None:
+        known = ", ".join(sorted([*PROVIDERS, *ALIASES]))
         raise ConfigError(f"unknown provider {name!r}: use one of {known}")
     return key
-
-
-def get_adapter(name: str) -> Adapter:
-    return ADAPTERS[canonical_provider(name)]
