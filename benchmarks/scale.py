@@ -2,7 +2,7 @@
 
 Four parts, each reported as a table (``--quick`` shrinks every one of them):
 
-1. Lane choice (no HTTP): the dispatch path ``Core._choose_idle`` + ``_start`` + ``_release``
+1. Lane choice (no HTTP): the dispatch path ``Dispatcher._choose_idle`` + ``_start`` + ``release``
    per request, driven directly with a stepped fake clock (20 µs of simulated time per
    request), for 10 / 100 / 1,000 keys whose lanes are in realistic states (about half the free
    slots busy, 10% of lanes full, 20% cooling, 5% disabled, every other key with a configured
@@ -69,8 +69,10 @@ from _common import (
 
 import keymux
 from keymux._clock import FakeClock
+from keymux._config import Timeout
 from keymux._lane import Request
 from keymux._strategies import rate_aware, round_robin
+from keymux._types import Prepared
 
 CHOICE_TARGET_US = 20.0
 WAIT_TARGET_BYTES = 2048
@@ -174,7 +176,8 @@ async def choice_one(keys: int, iters: int, strategy: Callable[..., Any], seed: 
         rpm = BUDGET_RPM if i % 2 else None
         mux.add_openai_key(f"k{i}", secret(i), base_url=DEAD_URL, rpm=rpm)
     core = mux._core
-    ps = core.providers["openai"]
+    dispatch = core.dispatch
+    ps = dispatch.providers["openai"]
     rng = random.Random(seed)
     _states(core, list(ps.order), rng, clock.now())
     now = clock.now()
@@ -184,8 +187,15 @@ async def choice_one(keys: int, iters: int, strategy: Callable[..., Any], seed: 
         if lane.enabled and lane.budget.ready_at(now, 0) <= now
     )
     depth = max(1, usable // 2)  # about half the free slots stay busy
-    req = Request(provider="openai", endpoint="chat", params={}, strategy=strategy)
-    choose, start, release, step = core._choose_idle, core._start, core._release, clock.step
+    req = Request(
+        provider="openai",
+        endpoint="chat",
+        prepared=Prepared("POST", "/chat/completions", {}, b"{}", MODEL, "Authorization"),
+        timeout=Timeout(),
+        strategy=strategy,
+    )
+    choose, start, release = dispatch._choose_idle, dispatch._start, dispatch.release
+    step = clock.step
     busy: deque[Any] = deque()
     queued = 0
     # warm-up: fill to the steady depth, let stale lanes leave the idle set
@@ -249,7 +259,7 @@ def report_choice(rows: list[Choice], iters: int) -> str:
             ["keys", *(f"{n} µs/req" for n in names)],
             body,
             title=(
-                f"1. lane choice (_choose_idle + _start + _release, no HTTP): {iters:,} "
+                f"1. lane choice (_choose_idle + _start + release, no HTTP): {iters:,} "
                 "requests per run, median of runs; ~half the free slots busy, 10% lanes full, "
                 "20% cooling, 5% disabled, every other key paced by an rpm budget"
             ),
@@ -308,7 +318,7 @@ async def e2e_keymux(emu: EmulatorProcess, keys: int, requests: int) -> E2E:
         for i in range(keys):
             mux.add_openai_key(f"k{i}", secret(i), base_url=emu.base_url("openai"))
         client = mux.get_openai_client()
-        lanes = list(mux._core.providers["openai"].order)
+        lanes = list(mux._core.dispatch.providers["openai"].order)
         # open the connections first (a pool as after some use); not measured
         await asyncio.gather(
             *(client.acall("chat", messages=MESSAGES, model=MODEL) for _ in range(slots))
@@ -476,7 +486,7 @@ async def part_waiting(keys: int, n: int) -> Waiting:
     try:
         for i in range(keys):
             mux.add_openai_key(f"k{i}", secret(i), base_url=DEAD_URL)
-        lanes = list(mux._core.providers["openai"].order)
+        lanes = list(mux._core.dispatch.providers["openai"].order)
         for lane in lanes:
             lane.budget.cool(clock.now(), 1e9)  # nothing may be sent: every request waits
         client = mux.get_openai_client()

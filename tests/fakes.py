@@ -12,8 +12,9 @@ Each ``send()`` finds the API key in the auth header (``Authorization: Bearer``,
 (so, with a FakeClock, requests stay in flight until the test advances time) and answers from
 that key's script (a list of replies consumed in order), falling back to ``default``. A reply is
 ``(status, headers, body)``, a ``TransportFailure`` (raised), or a callable taking the ``Sent``
-record and returning either. Probes of disabled keys (``GET``) never consume the scripts.
-Streams (``open``) are not scripted here.
+record and returning either. A body may be ``Chunks(...)``: a stream that arrives piece by
+piece (pauses on the clock and transport failures in between). Probes of disabled keys
+(``GET``) never consume the scripts. A request counts as in flight until its answer is closed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from keymux._http import TransportFailure
 from keymux._types import HttpRequest
 
 __all__ = [
+    "AnswerExchange",
+    "Chunks",
+    "FakeExchange",
     "Reply",
     "ScriptedEngine",
     "Sent",
@@ -45,7 +49,7 @@ __all__ = [
     "transport_failure",
 ]
 
-Answer = Union[tuple[int, Mapping[str, str], bytes], TransportFailure]  # noqa: UP007
+Answer = Union[tuple[int, Mapping[str, str], "bytes | Chunks"], TransportFailure]  # noqa: UP007
 Reply = Union[Answer, Callable[["Sent"], Answer]]  # noqa: UP007
 
 
@@ -75,6 +79,81 @@ def key_of(headers: Mapping[str, str]) -> str | None:
     if auth is not None:
         return auth.removeprefix("Bearer ")
     return lower.get("x-api-key") or lower.get("x-goog-api-key")
+
+
+class Chunks:
+    """A body that arrives in pieces (a stream): each item is bytes, a ``TransportFailure``
+    raised when the reader gets there, or a number of seconds to wait on the clock first."""
+
+    def __init__(self, *items: bytes | TransportFailure | float) -> None:
+        self.items = list(items)
+
+
+class FakeExchange:
+    """What ``ScriptedEngine.open`` returns: the ``keymux._http.Exchange`` interface."""
+
+    def __init__(
+        self,
+        engine: ScriptedEngine,
+        sent: Sent,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes | Chunks,
+    ) -> None:
+        self._engine = engine
+        self._sent = sent
+        self.status = status
+        self.headers = headers
+        self._items: deque[bytes | TransportFailure | float] = deque(
+            body.items if isinstance(body, Chunks) else [body]
+        )
+        self.closed = False
+
+    async def next_chunk(self) -> bytes:
+        while self._items:
+            item = self._items.popleft()
+            if isinstance(item, TransportFailure):
+                raise item
+            if isinstance(item, int | float):
+                assert self._engine.clock is not None, "a pause needs a clock"
+                await self._engine.clock.sleep(item)
+                continue
+            if item:
+                return item
+        return b""
+
+    async def read(self) -> bytes:
+        parts = []
+        while True:
+            chunk = await self.next_chunk()
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._engine._done(self._sent, self._sent.key)
+
+
+class AnswerExchange:
+    """An ``Exchange`` around an answer that is already whole: for fake engines that answer
+    with ``send`` (status, headers, body) and open nothing incrementally."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self._body: bytes | None = body
+
+    async def read(self) -> bytes:
+        body, self._body = self._body or b"", None
+        return body
+
+    async def next_chunk(self) -> bytes:
+        return await self.read()
+
+    def close(self) -> None:
+        self._body = None
 
 
 class ScriptedEngine:
@@ -122,7 +201,7 @@ class ScriptedEngine:
 
     # -- the Engine interface ---------------------------------------------------------------
 
-    async def send(self, req: HttpRequest, timeout: Any) -> tuple[int, Mapping[str, str], bytes]:
+    async def open(self, req: HttpRequest, timeout: Any) -> FakeExchange:
         key = key_of(req.headers)
         now = self.clock.now() if self.clock is not None else 0.0
         sent = Sent(
@@ -148,15 +227,23 @@ class ScriptedEngine:
             answer = reply(sent) if callable(reply) else reply
             if isinstance(answer, TransportFailure):
                 raise answer
-            status, headers, body = answer
-            sent.status = status
-            return status, CIMultiDictProxy(CIMultiDict(headers)), body
-        finally:
-            self.in_flight[key] -= 1
-            sent.ended = self.clock.now() if self.clock is not None else 0.0
+        except BaseException:
+            self._done(sent, key)
+            raise
+        status, headers, body = answer
+        sent.status = status
+        return FakeExchange(self, sent, status, CIMultiDictProxy(CIMultiDict(headers)), body)
 
-    async def open(self, req: HttpRequest, timeout: Any) -> Any:
-        raise NotImplementedError("ScriptedEngine does not script streams")
+    def _done(self, sent: Sent, key: str | None) -> None:
+        self.in_flight[key] -= 1
+        sent.ended = self.clock.now() if self.clock is not None else 0.0
+
+    async def send(self, req: HttpRequest, timeout: Any) -> tuple[int, Mapping[str, str], bytes]:
+        exchange = await self.open(req, timeout)
+        try:
+            return exchange.status, exchange.headers, await exchange.read()
+        finally:
+            exchange.close()
 
     async def close(self) -> None:
         self.closed += 1

@@ -1107,7 +1107,7 @@ async def test_the_secret_never_leaks(rig_factory: Any, caplog: pytest.LogCaptur
     }
     for exc in errors:
         assert _leaks(_describe(exc)) == [], _describe(exc)
-    lanes = [lane for ps in mux._core.providers.values() for lane in ps.lanes.values()]
+    lanes = [lane for ps in mux._core.dispatch.providers.values() for lane in ps.lanes.values()]
     shown = [
         repr(mux),
         str(mux),

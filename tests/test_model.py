@@ -45,6 +45,7 @@ from hypothesis.stateful import (
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import keymux
+from fakes import AnswerExchange
 from keymux._clock import FakeClock
 from keymux._http import TransportFailure
 from keymux._lane import WAITING, Lane
@@ -216,8 +217,8 @@ class ModelEngine:
         finally:
             self.in_flight[secret] -= 1
 
-    async def open(self, req: HttpRequest, timeout: Any) -> Any:
-        raise NotImplementedError
+    async def open(self, req: HttpRequest, timeout: Any) -> AnswerExchange:
+        return AnswerExchange(*await self.send(req, timeout))
 
     async def close(self) -> None:
         self.closed += 1
@@ -293,7 +294,7 @@ class DispatchMachine(RuleBasedStateMachine):
         self.mux.add_key(
             PROVIDER, name, secret, max_concurrent=max_concurrent, rpm=rpm, group=group
         )
-        lane = self.core.providers[PROVIDER].lanes[name]
+        lane = self.core.dispatch.providers[PROVIDER].lanes[name]
         tracker = Tracker(name, secret, lane)
         self.engine.trackers[secret] = tracker
         self.live[name] = tracker
@@ -465,7 +466,7 @@ class DispatchMachine(RuleBasedStateMachine):
     def bounds_hold(self) -> None:
         """Invariant 2: core counters, stats and the engine's count."""
         queue_size = self.core.config.queue_size
-        for ps in self.core.providers.values():
+        for ps in self.core.dispatch.providers.values():
             for lane in ps.lanes.values():
                 assert 0 <= lane.in_flight <= lane.max_concurrent, lane
                 assert 0 <= lane.n_waiting <= queue_size, lane
@@ -491,7 +492,7 @@ class DispatchMachine(RuleBasedStateMachine):
         if self.closed:
             return
         now = self.clock.now()
-        ps = self.core.providers[PROVIDER]
+        ps = self.core.dispatch.providers[PROVIDER]
         waiting_unpinned = [w for w in ps.unpinned if w.state == WAITING]
         for lane in ps.lanes.values():
             if not lane.enabled or lane.in_flight >= lane.max_concurrent:
@@ -582,8 +583,8 @@ class ClockEngine:
         finally:
             self.in_flight[key] -= 1
 
-    async def open(self, req: HttpRequest, timeout: Any) -> Any:
-        raise NotImplementedError
+    async def open(self, req: HttpRequest, timeout: Any) -> AnswerExchange:
+        return AnswerExchange(*await self.send(req, timeout))
 
     async def close(self) -> None:
         pass

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from keymux._errors import BadRequestError, KeymuxError, UnsupportedError
+from keymux._errors import InvalidRequestError, KeymuxError, UnsupportedError
 from keymux._types import HttpRequest, Kind, LimitInfo, Parsed, RateSnapshot
 from keymux.providers._base import SSEEvent, SSEParser, StreamDecoder, StreamFailure
 from keymux.providers.claude import ClaudeAdapter, classify_claude
@@ -34,6 +34,9 @@ GEMINI_BASE = "https://generativelanguage.googleapis.com"
 NOW = datetime(2026, 8, 21, 12, 40, 0, tzinfo=UTC).timestamp()
 
 USER_HI = [{"role": "user", "content": "Say hi"}]
+
+#: the Unix time answers arrive at in these tests
+WALL = 1_767_225_600.0
 
 
 def claude_build(params: dict[str, Any], *, stream: bool = False, model: str | None = None) -> Any:
@@ -324,7 +327,7 @@ def test_claude_betas_become_a_header() -> None:
 def test_claude_turns_always_alternate(pairs: list[tuple[str, str]]) -> None:
     messages = [{"role": role, "content": text} for role, text in pairs]
     if all(role == "system" for role, _ in pairs):
-        with pytest.raises(BadRequestError):
+        with pytest.raises(InvalidRequestError):
             claude_build({"messages": messages})
         return
     body = claude_build({"messages": messages})
@@ -374,7 +377,7 @@ def test_claude_turns_always_alternate(pairs: list[tuple[str, str]]) -> None:
     ],
 )
 def test_claude_bad_requests(params: dict[str, Any]) -> None:
-    with pytest.raises(BadRequestError) as info:
+    with pytest.raises(InvalidRequestError) as info:
         claude_build(params)
     assert info.value.provider == "claude"
     assert str(info.value).startswith("claude: ")
@@ -859,7 +862,7 @@ def test_claude_classify(
     if error_type is not None:
         assert outcome.message == json.loads(body)["error"]["message"]
     # the protocol method (which reads the wall clock itself) agrees on the kind
-    assert CLAUDE.classify(status, headers, body).kind is kind
+    assert CLAUDE.classify(status, headers, body, WALL).kind is kind
 
 
 def test_claude_classify_messages() -> None:
@@ -1232,7 +1235,7 @@ def test_gemini_embed_model_matches_url() -> None:
     ],
 )
 def test_gemini_bad_requests(endpoint: str, params: dict[str, Any]) -> None:
-    with pytest.raises(BadRequestError) as info:
+    with pytest.raises(InvalidRequestError) as info:
         gemini_build(params, endpoint=endpoint)
     assert info.value.provider == "gemini"
     assert str(info.value).startswith("gemini: ")
@@ -1814,7 +1817,7 @@ def test_gemini_classify(
     assert outcome.error_type == error_type
     assert outcome.code == code
     assert outcome.message
-    assert GEMINI.classify(status, {}, raw).kind is kind
+    assert GEMINI.classify(status, {}, raw, WALL).kind is kind
 
 
 def test_gemini_classify_messages_never_show_a_key() -> None:
@@ -1921,7 +1924,7 @@ def test_builds_fail_only_with_keymux_errors(messages: Any, extra: dict[str, Any
             req = adapter.build(
                 endpoint, params, model=None, stream=False, base_url="http://h", api_key="k"
             )
-        except BadRequestError:
+        except InvalidRequestError:
             continue
         json.loads(req.body or b"")
         assert adapter.estimate_tokens(endpoint, params) >= 0

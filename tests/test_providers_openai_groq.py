@@ -10,7 +10,6 @@ import email.utils
 import itertools
 import json
 import struct
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from keymux._errors import BadRequestError, KeymuxError, UnsupportedError
+from keymux._errors import InvalidRequestError, KeymuxError, UnsupportedError
 from keymux._headers import parse_go_duration
 from keymux._types import HttpRequest, Kind, LimitInfo, Parsed, RateSnapshot, Usage
 from keymux.providers._base import Adapter, SSEEvent, SSEParser, StreamDecoder, StreamFailure
@@ -33,6 +32,9 @@ ADAPTERS: dict[str, Adapter] = {"openai": OPENAI, "groq": GROQ}
 
 KEY = "sk-test-SECRET-0123456789abcdefXYZ"
 HI = [{"role": "user", "content": "Say hi"}]
+
+#: the Unix time answers arrive at in these tests
+WALL = 1_767_225_600.0
 
 
 def body_of(request: HttpRequest) -> Any:
@@ -230,19 +232,19 @@ def test_groq_embed_without_model_is_unsupported() -> None:
 @pytest.mark.parametrize(
     ("endpoint", "kwargs", "error", "needle"),
     [
-        ("chat", {}, BadRequestError, "non-empty list"),
-        ("chat", {"messages": []}, BadRequestError, "non-empty list"),
-        ("chat", {"messages": "hi"}, BadRequestError, "non-empty list"),
-        ("chat", {"messages": ["hi"]}, BadRequestError, r"messages\[0\] must be a dict"),
-        ("chat", {"messages": [{"content": "x"}]}, BadRequestError, r"\[0\] needs a 'role'"),
-        ("chat", {"messages": [*HI, {"role": "user"}]}, BadRequestError, r"\[1\].*'content'"),
-        ("chat", {"messages": [{"role": "user", "content": 3}]}, BadRequestError, "or a list"),
-        ("chat", {"messages": HI, "model": ""}, BadRequestError, "model must be"),
-        ("chat", {"messages": HI, "temperature": {1, 2}}, BadRequestError, "JSON-serialisable"),
-        ("chat", {"messages": HI, "temperature": float("nan")}, BadRequestError, "serialisable"),
-        ("embed", {}, BadRequestError, "input="),
-        ("embed", {"input": []}, BadRequestError, "input="),
-        ("embed", {"input": ["a", 3]}, BadRequestError, "input="),
+        ("chat", {}, InvalidRequestError, "non-empty list"),
+        ("chat", {"messages": []}, InvalidRequestError, "non-empty list"),
+        ("chat", {"messages": "hi"}, InvalidRequestError, "non-empty list"),
+        ("chat", {"messages": ["hi"]}, InvalidRequestError, r"messages\[0\] must be a dict"),
+        ("chat", {"messages": [{"content": "x"}]}, InvalidRequestError, r"\[0\] needs a 'role'"),
+        ("chat", {"messages": [*HI, {"role": "user"}]}, InvalidRequestError, r"\[1\].*'content'"),
+        ("chat", {"messages": [{"role": "user", "content": 3}]}, InvalidRequestError, "or a list"),
+        ("chat", {"messages": HI, "model": ""}, InvalidRequestError, "model must be"),
+        ("chat", {"messages": HI, "temperature": {1, 2}}, InvalidRequestError, "JSON-serialisable"),
+        ("chat", {"messages": HI, "temperature": float("nan")}, InvalidRequestError, "serialisable"),
+        ("embed", {}, InvalidRequestError, "input="),
+        ("embed", {"input": []}, InvalidRequestError, "input="),
+        ("embed", {"input": ["a", 3]}, InvalidRequestError, "input="),
         ("images", {"prompt": "x"}, UnsupportedError, "no 'images' endpoint"),
     ],
 )
@@ -1235,7 +1237,7 @@ def test_classify(
     error_type: str | None,
     code: str | None,
 ) -> None:
-    outcome = adapter.classify(status, headers, body)
+    outcome = adapter.classify(status, headers, body, WALL)
     assert outcome.kind is kind
     assert outcome.status == status
     assert (outcome.error_type, outcome.code) == (error_type, code)
@@ -1264,27 +1266,26 @@ def test_classify(
 def test_classify_messages_without_an_error_object(
     adapter: Adapter, status: int, body: bytes, message: str
 ) -> None:
-    assert adapter.classify(status, {}, body).message.startswith(message)
+    assert adapter.classify(status, {}, body, WALL).message.startswith(message)
 
 
 def test_classify_retry_after_http_date() -> None:
-    when = email.utils.formatdate(time.time() + 30, usegmt=True)
-    outcome = OPENAI.classify(429, {"retry-after": when}, err(OPENAI_TPM_MSG, "tokens", RL))
-    assert outcome.retry_after is not None
-    assert 25 <= outcome.retry_after <= 31
+    when = email.utils.formatdate(WALL + 30, usegmt=True)
+    outcome = OPENAI.classify(429, {"retry-after": when}, err(OPENAI_TPM_MSG, "tokens", RL), WALL)
+    assert outcome.retry_after == 30.0  # read against the wall time passed in, not time.time()
 
 
 def test_classify_reads_case_insensitive_aiohttp_headers() -> None:
     headers = CIMultiDictProxy(
         CIMultiDict({"Retry-After": "7", "X-RateLimit-Remaining-Requests": "0"})
     )
-    outcome = GROQ.classify(429, headers, err(GROQ_RPD_MSG, "requests", RL))
+    outcome = GROQ.classify(429, headers, err(GROQ_RPD_MSG, "requests", RL), WALL)
     assert (outcome.kind, outcome.retry_after) == (Kind.DAILY_LIMIT, 7.0)
 
 
 @pytest.mark.parametrize("adapter", [OPENAI, GROQ])
 def test_classify_scrubs_the_key_from_a_401(adapter: Adapter) -> None:
-    outcome = adapter.classify(401, {}, err(OPENAI_401, "invalid_request_error", "invalid_api_key"))
+    outcome = adapter.classify(401, {}, err(OPENAI_401, "invalid_request_error", "invalid_api_key"), WALL)
     assert outcome.kind is Kind.KEY_INVALID
     assert "abc1" not in outcome.message
     assert "*" not in outcome.message
@@ -1332,7 +1333,7 @@ def test_scrub_secrets(text: str, expected: str) -> None:
 @pytest.mark.parametrize("adapter", [OPENAI, GROQ])
 def test_no_key_survives_any_error_path(adapter: Adapter, status: int) -> None:
     for body in (err(f"bad {KEY}", "x", "y"), f"<p>{KEY}</p> oops".encode(), KEY.encode()):
-        outcome = adapter.classify(status, {}, body)
+        outcome = adapter.classify(status, {}, body, WALL)
         assert "SECRET" not in outcome.message
 
 

@@ -375,7 +375,6 @@ DECISIONS: list[tuple[Kind, Any, str, str, Decision]] = [
     # the caller's mistake, or garbage: never retried, the key is not touched
     (Kind.BAD_REQUEST, ANY, ANY, ANY, D(False)),
     (Kind.MALFORMED, ANY, ANY, ANY, D(False)),
-    (Kind.OK, ANY, ANY, ANY, D(False)),
 ]
 
 
@@ -459,7 +458,6 @@ def test_zero_retries_policy_never_retries_retryable_kinds() -> None:
         (Kind.BAD_REQUEST, BadRequestError),
         (Kind.MALFORMED, MalformedResponseError),
         (Kind.TRANSPORT, UpstreamError),  # the core maps transport to timeout/connection errors
-        (Kind.OK, UpstreamError),
     ],
 )
 def test_error_class(kind: Kind, cls: type[UpstreamError]) -> None:

@@ -413,10 +413,10 @@ def _spec(name: str, *, provider: str = "openai", **options: object) -> KeySpec:
 def test_group_lanes_share_one_budget() -> None:
     clock = FakeClock(start=100.0)
     core = Core(MuxConfig(), clock=clock, rng=random.Random(0))
-    a = core.add_lane(_spec("a", rpm=60, group="proj"))
-    b = core.add_lane(_spec("b", rpm=60, group="proj"))
-    c = core.add_lane(_spec("c", rpm=60))
-    d = core.add_lane(_spec("d", rpm=60, group="proj", provider="groq"))
+    a = core.dispatch.add_lane(_spec("a", rpm=60, group="proj"))
+    b = core.dispatch.add_lane(_spec("b", rpm=60, group="proj"))
+    c = core.dispatch.add_lane(_spec("c", rpm=60))
+    d = core.dispatch.add_lane(_spec("d", rpm=60, group="proj", provider="groq"))
     assert a.budget is b.budget
     assert c.budget is not a.budget
     assert d.budget is not a.budget  # a group is per provider
@@ -437,8 +437,8 @@ def test_group_lanes_share_one_budget() -> None:
 
 def test_group_budget_limits_come_from_its_first_key() -> None:
     core = Core(MuxConfig(), clock=FakeClock(start=0.0), rng=random.Random(0))
-    a = core.add_lane(_spec("a", rpm=60, group="g"))
-    b = core.add_lane(_spec("b", rpm=6000, group="g"))
+    a = core.dispatch.add_lane(_spec("a", rpm=60, group="g"))
+    b = core.dispatch.add_lane(_spec("b", rpm=6000, group="g"))
     assert b.budget is a.budget
     assert b.budget.rpm is not None
     assert b.budget.rpm.interval == 1.0

@@ -32,6 +32,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import keymux
+from fakes import AnswerExchange
 from keymux._types import HttpRequest
 from keymux.emulator import Emulator, EmulatorKey, Faults
 
@@ -108,7 +109,7 @@ def assert_mux_clean(mux: keymux.Multiplexer) -> None:
     stats = mux.get_usage_stats()
     assert_clean(json.dumps(stats), "json.dumps(get_usage_stats())")
     assert_clean(json.dumps(mux.key_info()), "json.dumps(mux.key_info())")
-    for provider, ps in mux._core.providers.items():
+    for provider, ps in mux._core.dispatch.providers.items():
         assert_clean(repr(mux.get_client(provider)), "repr(client)")
         for name, lane in ps.lanes.items():
             assert_clean(repr(mux.get_client(provider, key_name=name)), "repr(pinned client)")
@@ -283,8 +284,8 @@ class EchoEngine:
         key = _key_of(req.headers)
         return self.status, CIMultiDictProxy(CIMultiDict()), json.dumps(self.body(key)).encode()
 
-    async def open(self, req: HttpRequest, timeout: Any) -> Any:
-        raise NotImplementedError
+    async def open(self, req: HttpRequest, timeout: Any) -> AnswerExchange:
+        return AnswerExchange(*await self.send(req, timeout))
 
     async def close(self) -> None:
         pass
@@ -467,7 +468,7 @@ def test_secret_cannot_be_pickled_or_copied_into_the_open() -> None:
             assert isinstance(result, keymux.Secret)
     spec_mux = keymux.Multiplexer()
     spec_mux.add_openai_key("k", CANARY)
-    lane = spec_mux._core.providers["openai"].lanes["k"]
+    lane = spec_mux._core.dispatch.providers["openai"].lanes["k"]
     with pytest.raises((TypeError, pickle.PicklingError)) as info:
         pickle.dumps(lane.spec)
     assert_exception_clean(info.value)

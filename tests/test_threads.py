@@ -567,13 +567,13 @@ def test_add_key_racing_the_portal_start_runs_on_the_loop(emulator: EmulatorThre
 
     runtime._lock = GatedLock()  # type: ignore[assignment]
     ran_on: list[str] = []
-    add_lane = mux._core.add_lane
+    add_lane = mux._core.dispatch.add_lane
 
     def recording_add_lane(spec: Any) -> Any:
         ran_on.append(threading.current_thread().name)
         return add_lane(spec)
 
-    mux._core.add_lane = recording_add_lane  # type: ignore[method-assign]
+    mux._core.dispatch.add_lane = recording_add_lane  # type: ignore[method-assign]
     adder = threading.Thread(
         target=lambda: mux.add_openai_key("b", secret("b"), base_url=emulator.base_url()),
         name="adder",

@@ -1,8 +1,18 @@
-"""The asyncio core: attempts, retries, streams, probes, shutdown. One per Multiplexer.
+"""The asyncio core: one attempt loop, three readers of its answers, probes, shutdown.
 
-Which lane a request goes to, and when, is ``_dispatch.Dispatcher``'s business; the core sends
-on the lane it is given, reads the answer through the provider's adapter, applies the retry
-decision to the lane and the request, and ends every accepted request exactly once.
+The attempt loop (``Core._open``) takes a lane from the dispatcher, sends the request's
+``Prepared`` data with the lane's key, learns from the answer's headers, and retries whatever
+is not a 2xx answer (classify -> decide -> cool, park or disable the key -> release) until a 2xx
+answer is open or the request fails for good. Three readers take it from there:
+
+* ``call``: the whole body, parsed by the provider's adapter into a ``Response``;
+* ``stream``: server-sent events decoded into text deltas, then the final ``Response``;
+* ``forward``: the answer passed through as it is (an official SDK's request, the proxy's),
+  usage counted from the JSON body or the stream's events.
+
+A failure found while reading a 2xx body (a cut stream, an error event, garbage) goes back
+through the same decision as long as nothing reached the caller. Which lane a request gets,
+and when, is the ``Dispatcher``'s business (``_dispatch.py``).
 """
 
 from __future__ import annotations
@@ -12,13 +22,11 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import aiohttp
-
 from ._clock import Clock
-from ._config import MuxConfig
+from ._config import MuxConfig, Timeout
 from ._dispatch import Dispatcher
 from ._errors import (
     AuthenticationError,
@@ -31,17 +39,15 @@ from ._errors import (
     RequestTimeoutError,
     StreamError,
 )
-from ._http import Engine, TransportFailure, describe
-from ._lane import GONE, WAITING, Lane, Request
+from ._http import Engine, Exchange, TransportFailure
+from ._lane import Lane, Request
 from ._retry import LaneAction, decide, error_class
-from ._types import Kind, Outcome, Parsed, Response
+from ._types import Kind, Outcome, Parsed, Response, Usage
 from .providers import SSEParser, StreamDecoder, StreamFailure
 
-__all__ = ["Core"]
+__all__ = ["Core", "Head"]
 
 log = logging.getLogger("keymux")
-
-StrategyFn = Callable[[list[Lane], float], Lane]
 
 #: failures that make a key cool longer each time they repeat
 _KEY_FAILURES = frozenset({Kind.SERVER_ERROR, Kind.TRANSPORT})
@@ -49,41 +55,66 @@ _KEY_FAILURES = frozenset({Kind.SERVER_ERROR, Kind.TRANSPORT})
 #: first and longest wait before a key disabled for billing is probed again
 QUOTA_PROBE_FIRST = 300.0
 QUOTA_PROBE_MAX = 6 * 3600.0
-
+_PROBE_TIMEOUT = Timeout(total=10.0, connect=5.0)
 
 _NO_DEADLINE = contextlib.nullcontext()
+
+
+class _Call:
+    """One request's way through the attempt loop."""
+
+    __slots__ = ("answer", "attempts", "last", "req", "retries", "sent_at", "started")
+
+    def __init__(self, req: Request, started: float) -> None:
+        self.req = req
+        self.started = started
+        self.attempts = 0
+        self.retries = 0  # counted retries (a key taken out of the pool does not count)
+        self.sent_at = started  # when the current attempt went out
+        #: the lane and verdict of the last failed attempt
+        self.last: tuple[Lane, Outcome] | None = None
+        #: the last error answer a provider gave: (lane, status, headers, body)
+        self.answer: tuple[Lane, int, Mapping[str, str], bytes] | None = None
 
 
 class _Deadline:
     """Cancel the current task at clock time ``at``; turn that into RequestTimeoutError."""
 
-    __slots__ = ("_at", "_clock", "_handle", "_req", "_task", "_what", "expired")
+    __slots__ = ("_call", "_clock", "_handle", "_task", "_what", "expired")
 
-    def __init__(self, clock: Clock, at: float | None, what: str, req: Request) -> None:
+    def __init__(self, clock: Clock, call: _Call, what: str) -> None:
         self._clock = clock
-        self._at = at
+        self._call = call
         self._what = what
-        self._req = req
         self._handle: Any = None
         self._task: asyncio.Task[Any] | None = None
         self.expired = False
 
     def _error(self) -> RequestTimeoutError:
-        key = self._req.lane_name or self._req.pin
+        req = self._call.req
+        key = req.lane_name or req.pin
         on = f" (key {key!r})" if key else ""
+        cause = ""
+        if self._call.last is not None:
+            lane, outcome = self._call.last
+            cause = (
+                f"; the last attempt (key {lane.name!r}) failed: {_scrub(outcome.message, lane)}"
+            )
         return RequestTimeoutError(
-            f"{self._what}{on}: the deadline passed",
-            provider=self._req.provider,
+            f"{self._what}{on}: the deadline passed after {self._call.attempts} "
+            f"attempt{'' if self._call.attempts == 1 else 's'}{cause}",
+            provider=req.provider,
             key_name=key,
+            attempts=self._call.attempts,
         )
 
     def __enter__(self) -> _Deadline:
-        if self._at is None:
-            return self
-        if self._clock.now() >= self._at:
+        at = self._call.req.deadline_at
+        assert at is not None
+        if self._clock.now() >= at:
             raise self._error()
         self._task = asyncio.current_task()
-        self._handle = self._clock.call_at(self._at, self._fire)
+        self._handle = self._clock.call_at(at, self._fire)
         return self
 
     def _fire(self) -> None:
@@ -100,8 +131,33 @@ class _Deadline:
                 raise self._error() from ev
 
 
-class Core(Dispatcher):
-    """Owns the lanes of every provider and runs requests through them."""
+class Head:
+    """The status line of a forwarded answer: what the caller's HTTP library turns into its
+    response, before the body."""
+
+    __slots__ = ("attempts", "error", "headers", "key_name", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        key_name: str,
+        attempts: int,
+        error: KeymuxError | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.key_name = key_name
+        self.attempts = attempts
+        #: set when keymux gave up and this is the provider's last error answer
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"Head({self.status}, key_name={self.key_name!r}, attempts={self.attempts})"
+
+
+class Core:
+    """Owns the dispatcher, the engine and every request in flight."""
 
     def __init__(
         self,
@@ -111,12 +167,24 @@ class Core(Dispatcher):
         rng: random.Random,
         engine: Engine | None = None,
     ) -> None:
-        super().__init__(config, clock=clock)
+        self.config = config
+        self.clock = clock
         self.rng = rng
         self.engine = engine or Engine()
+        self.dispatch = Dispatcher(config, clock=clock)
         self._running: set[asyncio.Task[Any]] = set()
         self._closing_tasks: set[asyncio.Task[Any]] = set()
         self._probe_handles: set[Any] = set()
+
+    @property
+    def closed(self) -> bool:
+        return self.dispatch.closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self.dispatch.closed = value
+
+    # -- keys -------------------------------------------------------------------------------
 
     def disable(
         self,
@@ -130,17 +198,17 @@ class Core(Dispatcher):
         if not lane.enabled:
             return
         log.warning("keymux: %s key %r disabled: %s", lane.provider, lane.name, reason)
-        self._take_out(lane, reason, error)
+        self.dispatch.take_out(lane, reason, error)
         lane.disabled_reason = reason
         lane.disabled_at = self.clock.wall()
         if probe_after is not None:
             self._schedule_probe(lane, probe_after)
 
-    # -- probing keys that may come back ----------------------------------------------------
-
     def _schedule_probe(self, lane: Lane, delay: float) -> None:
         lane.probe_at = self.clock.wall() + delay
-        if not self._loop_running():
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             return
         handle: Any = None
 
@@ -148,7 +216,7 @@ class Core(Dispatcher):
             self._probe_handles.discard(handle)
             if lane.enabled or lane.removed or self.closed:
                 return
-            task = asyncio.get_running_loop().create_task(self._probe(lane, delay))
+            task = loop.create_task(self._probe(lane, delay))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -158,43 +226,91 @@ class Core(Dispatcher):
     async def _probe(self, lane: Lane, last_delay: float) -> None:
         req = lane.adapter.probe(base_url=lane.base_url, api_key=lane.secret.reveal())
         try:
-            status, _, _ = await self.engine.send(req, self._probe_timeout())
+            status, _, _ = await self.engine.send(req, _PROBE_TIMEOUT)
         except TransportFailure:
             status = 0
         if 200 <= status < 300:
-            self.enable(lane)
+            self.dispatch.enable(lane)
         elif not lane.removed and not self.closed:
             self._schedule_probe(lane, min(last_delay * 2, 3600.0))
 
-    def _probe_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=10.0, connect=5.0)
+    # -- the attempt loop -------------------------------------------------------------------
 
-    # -- one request ------------------------------------------------------------------------
+    async def _open(self, c: _Call) -> tuple[Lane, Exchange]:
+        """Attempts until one gets a 2xx answer: its lane (slot held) and the open exchange.
+        Raises the request's final KeymuxError."""
+        req = c.req
+        prepared = req.prepared
+        dispatch = self.dispatch
+        while True:
+            try:
+                lane = await dispatch.acquire(req)
+            except NoKeyAvailableError:
+                if c.last is None:
+                    raise
+                # every key this request may use has failed it: the last answer says why
+                # (the provider's message, and AuthenticationError/BadRequestError/...)
+                raise self._error(c.last[0], c.last[1], c.attempts) from None
+            c.attempts += 1
+            if c.attempts > 1:
+                lane.retries += 1
+            adapter = lane.adapter
+            c.sent_at = self.clock.now()
+            try:
+                exchange = await self.engine.open(
+                    prepared.for_key(
+                        adapter.url(lane.base_url, prepared.path), lane.secret.reveal()
+                    ),
+                    req.timeout,
+                )
+            except TransportFailure as exc:
+                outcome = exc.outcome()
+            except BaseException:
+                dispatch.release(lane)
+                raise
+            else:
+                status = exchange.status
+                self._observe(lane, exchange)
+                if 200 <= status < 300:
+                    return lane, exchange
+                try:
+                    body = await exchange.read()
+                except TransportFailure:
+                    body = b""
+                except BaseException:
+                    dispatch.release(lane)
+                    raise
+                finally:
+                    exchange.close()
+                lane.observe_latency(self.clock.now() - c.sent_at)
+                outcome = adapter.classify(status, exchange.headers, body, self.clock.wall())
+                c.answer = (lane, status, exchange.headers, body)
+            delay = self._failed(c, lane, outcome)
+            if delay > 0:
+                await self.clock.sleep(delay)
 
-    def _error(self, lane: Lane, outcome: Outcome, attempts: int) -> KeymuxError:
-        status = f"HTTP {outcome.status}" if outcome.status else "no answer"
-        message = (
-            f"{lane.provider} key {lane.name!r}: {_scrub(outcome.message, lane)} ({status}, "
-            f"{attempts} attempt{'s' if attempts != 1 else ''})"
-        )
-        if outcome.kind is Kind.TRANSPORT:
-            tcls = RequestTimeoutError if outcome.error_type == "timeout" else ConnectionError
-            return tcls(
-                message,
-                provider=lane.provider,
-                key_name=lane.name,
-                status=outcome.status or None,
-                attempts=attempts,
-            )
-        return error_class(outcome.kind)(
-            message,
-            provider=lane.provider,
-            key_name=lane.name,
-            status=outcome.status or None,
-            attempts=attempts,
-            error_type=outcome.error_type,
-            code=outcome.code,
-        )
+    def _observe(self, lane: Lane, exchange: Exchange) -> None:
+        snapshot = lane.adapter.rate_snapshot(exchange.headers, self.clock.wall())
+        if snapshot is not None:
+            budget = lane.budget
+            budget.observe(snapshot, self.clock.now(), max(0, budget.in_flight - 1))
+
+    def _failed(self, c: _Call, lane: Lane, outcome: Outcome) -> float:
+        """Apply the verdict on an attempt to its key, free the slot, and say how long the
+        request waits before its next attempt; raises the final error when it has none."""
+        try:
+            # the answer's effect on the key (cooldown, parking, disabling) lands before its
+            # slot is freed, or the freed slot sends the next waiter straight into the key
+            # that just refused
+            retry, delay, counts = self._after_failure(lane, c.req, outcome, c.retries, c.attempts)
+        finally:
+            self.dispatch.release(lane)
+        if not retry:
+            raise self._error(lane, outcome, c.attempts)
+        c.last = (lane, outcome)
+        if counts:
+            c.retries += 1
+        return delay
 
     def _after_failure(
         self, lane: Lane, req: Request, outcome: Outcome, retries: int, attempts: int
@@ -252,124 +368,34 @@ class Core(Dispatcher):
             req.shun(lane.name)
         return decision.retry, decision.delay, decision.counts
 
-    async def call(self, req: Request) -> Response:
-        """Run one non-streaming request to its end: a Response, or a KeymuxError."""
-        with (
-            _NO_DEADLINE
-            if req.deadline_at is None
-            else _Deadline(self.clock, req.deadline_at, f"{req.provider} {req.endpoint}", req)
-        ):
-            started = self.clock.now()
-            retries = 0
-            attempts = 0
-            last: tuple[Lane, Outcome] | None = None
-            task = asyncio.current_task()
-            assert task is not None
-            self._running.add(task)
-            try:
-                while True:
-                    try:
-                        lane = await self._acquire(req)
-                    except NoKeyAvailableError:
-                        if last is None:
-                            raise
-                        # every key this request may use has failed it: the last answer says why
-                        # (the provider's message, and AuthenticationError/BadRequestError/...)
-                        raise self._error(last[0], last[1], attempts) from None
-                    attempts += 1
-                    if attempts > 1:
-                        lane.retries += 1
-                    try:
-                        result = await self._attempt(lane, req, attempts, started)
-                        if isinstance(result, Response):
-                            return result
-                        # the answer's effect on the key (cooldown, parking, disabling) must land
-                        # before its slot is freed, or the freed slot sends the next waiter
-                        # straight into the key that just refused
-                        retry, delay, counts = self._after_failure(
-                            lane, req, result, retries, attempts
-                        )
-                    finally:
-                        self._release(lane)
-                    if not retry:
-                        raise self._error(lane, result, attempts)
-                    last = (lane, result)
-                    if counts:
-                        retries += 1
-                    if delay > 0:
-                        await self.clock.sleep(delay)
-            except asyncio.CancelledError as exc:
-                if task in self._closing_tasks:
-                    self._closing_tasks.discard(task)
-                    task.uncancel()
-                    raise ClosedError(
-                        f"{req.provider} request cancelled: the multiplexer closed before it "
-                        "finished",
-                        provider=req.provider,
-                    ) from exc
-                raise
-            finally:
-                self._running.discard(task)
-
-    async def _attempt(
-        self, lane: Lane, req: Request, attempts: int, started: float
-    ) -> Response | Outcome:
-        adapter = lane.adapter
-        http = adapter.build(
-            req.endpoint,
-            req.params,
-            model=req.model,
-            stream=False,
-            base_url=lane.base_url,
-            api_key=lane.secret.reveal(),
+    def _error(self, lane: Lane, outcome: Outcome, attempts: int) -> KeymuxError:
+        status = f"HTTP {outcome.status}" if outcome.status else "no answer"
+        message = (
+            f"{lane.provider} key {lane.name!r}: {_scrub(outcome.message, lane)} ({status}, "
+            f"{attempts} attempt{'s' if attempts != 1 else ''})"
         )
-        t0 = self.clock.now()
-        try:
-            status, headers, body = await self.engine.send(http, req.timeout)
-        except TransportFailure as exc:
-            return exc.outcome()
-        now = self.clock.now()
-        lane.observe_latency(now - t0)
-        budget = lane.budget
-        snapshot = adapter.rate_snapshot(headers, self.clock.wall())
-        if snapshot is not None:
-            budget.observe(snapshot, now, max(0, budget.in_flight - 1))
-        if 200 <= status < 300:
-            try:
-                data = json.loads(body)
-                parsed = adapter.parse(req.endpoint, data)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-                lane.failures += 1
-                detail = str(exc) or type(exc).__name__
-                error = MalformedResponseError(
-                    f"{lane.provider} key {lane.name!r}: the answer (HTTP {status}) was not "
-                    f"usable: {_short_text(_scrub(detail, lane))}",
-                    provider=lane.provider,
-                    key_name=lane.name,
-                    status=status,
-                    attempts=attempts,
-                )
-                if lane.secret.reveal() not in detail:
-                    raise error from exc
-            else:
-                return self._success(lane, req, parsed, attempts, started, raw=data)
-            # the parser quoted the key (an echoing server): raised outside the handler, so
-            # that neither __cause__ nor __context__ carries it
-            raise error
-        return adapter.classify(status, headers, body)
+        if outcome.kind is Kind.TRANSPORT:
+            tcls = RequestTimeoutError if outcome.error_type == "timeout" else ConnectionError
+            return tcls(
+                message,
+                provider=lane.provider,
+                key_name=lane.name,
+                status=outcome.status or None,
+                attempts=attempts,
+            )
+        return error_class(outcome.kind)(
+            message,
+            provider=lane.provider,
+            key_name=lane.name,
+            status=outcome.status or None,
+            attempts=attempts,
+            error_type=outcome.error_type,
+            code=outcome.code,
+        )
 
-    def _success(
-        self,
-        lane: Lane,
-        req: Request,
-        parsed: Parsed,
-        attempts: int,
-        started: float,
-        *,
-        raw: Any,
-    ) -> Response:
+    def _succeeded(self, lane: Lane, req: Request, usage: Usage) -> None:
+        """A 2xx answer was read to its end: settle the budget, count it."""
         budget = lane.budget
-        usage = parsed.usage
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
         budget.on_success()
@@ -378,130 +404,142 @@ class Core(Dispatcher):
         lane.successes += 1
         lane.input_tokens += usage.input_tokens
         lane.output_tokens += usage.output_tokens
+
+    def _response(self, lane: Lane, c: _Call, parsed: Parsed, raw: Any) -> Response:
+        self._succeeded(lane, c.req, parsed.usage)
         return Response(
             text=parsed.text,
             provider=lane.provider,
             key_name=lane.name,
             model=parsed.model,
-            usage=usage,
-            attempts=attempts,
-            latency_s=self.clock.now() - started,
+            usage=parsed.usage,
+            attempts=c.attempts,
+            latency_s=self.clock.now() - c.started,
             raw=raw,
             embeddings=parsed.embeddings,
             finish_reason=parsed.finish_reason,
         )
 
-    # -- streams ----------------------------------------------------------------------------
+    def _deadline(self, c: _Call, what: str) -> contextlib.AbstractContextManager[Any]:
+        return _NO_DEADLINE if c.req.deadline_at is None else _Deadline(self.clock, c, what)
+
+    # -- reader 1: a whole answer, parsed ---------------------------------------------------
+
+    async def call(self, req: Request) -> Response:
+        """Run one non-streaming request to its end: a Response, or a KeymuxError."""
+        c = _Call(req, self.clock.now())
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            with self._deadline(c, f"{req.provider} {req.endpoint}"):
+                while True:
+                    lane, exchange = await self._open(c)
+                    try:
+                        body = await exchange.read()
+                    except TransportFailure as exc:
+                        outcome = exc.outcome(exchange.status)
+                    except BaseException:
+                        self.dispatch.release(lane)
+                        raise
+                    else:
+                        lane.observe_latency(self.clock.now() - c.sent_at)
+                        try:
+                            return self._parse(lane, c, exchange.status, body)
+                        finally:
+                            self.dispatch.release(lane)
+                    finally:
+                        exchange.close()
+                    delay = self._failed(c, lane, outcome)
+                    if delay > 0:
+                        await self.clock.sleep(delay)
+        except asyncio.CancelledError as exc:
+            if task in self._closing_tasks:
+                self._closing_tasks.discard(task)
+                task.uncancel()
+                raise ClosedError(
+                    f"{req.provider} request cancelled: the multiplexer closed before it finished",
+                    provider=req.provider,
+                ) from exc
+            raise
+        finally:
+            self._running.discard(task)
+
+    def _parse(self, lane: Lane, c: _Call, status: int, body: bytes) -> Response:
+        """A 2xx body read by the adapter; MalformedResponseError (not retried: the provider
+        may have done the work) when it is not usable."""
+        try:
+            data = json.loads(body)
+            parsed = lane.adapter.parse(c.req.endpoint, data)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            lane.failures += 1
+            detail = str(exc) or type(exc).__name__
+            error = MalformedResponseError(
+                f"{lane.provider} key {lane.name!r}: the answer (HTTP {status}) was not "
+                f"usable: {_short(_scrub(detail, lane))}",
+                provider=lane.provider,
+                key_name=lane.name,
+                status=status,
+                attempts=c.attempts,
+            )
+            if lane.secret.reveal() not in detail:
+                raise error from exc
+        else:
+            return self._response(lane, c, parsed, data)
+        # the parser quoted the key (an echoing server): raised outside the handler, so that
+        # neither __cause__ nor __context__ carries it
+        raise error
+
+    # -- reader 2: a stream, decoded --------------------------------------------------------
 
     async def stream(self, req: Request) -> AsyncGenerator[str | Response, None]:
         """Text deltas, then the final Response. Retried only before the first delta."""
-        started = self.clock.now()
-        retries = 0
-        attempts = 0
+        c = _Call(req, self.clock.now())
         what = f"{req.provider} stream"
         while True:
-            with _Deadline(self.clock, req.deadline_at, what, req):
-                lane = await self._acquire(req)
-            attempts += 1
-            if attempts > 1:
-                lane.retries += 1
+            with self._deadline(c, what):
+                lane, exchange = await self._open(c)
             delivered = 0
             text: list[str] = []
             failure: Outcome | None = None
-            decision = (False, 0.0, True)
-            released = False
+            final: Response | None = None
             try:
-                adapter = lane.adapter
-                http = adapter.build(
-                    req.endpoint,
-                    req.params,
-                    model=req.model,
-                    stream=True,
-                    base_url=lane.base_url,
-                    api_key=lane.secret.reveal(),
-                )
-                t0 = self.clock.now()
-                try:
-                    with _Deadline(self.clock, req.deadline_at, what, req):
-                        resp = await self.engine.open(http, req.timeout)
-                except TransportFailure as exc:
-                    failure = exc.outcome()
-                else:
+                decoder = lane.adapter.stream_decoder()
+                parser = SSEParser()
+                while not _finished(decoder):
                     try:
-                        snapshot = adapter.rate_snapshot(resp.headers, self.clock.wall())
-                        if snapshot is not None:
-                            lane.budget.observe(
-                                snapshot, self.clock.now(), max(0, lane.budget.in_flight - 1)
-                            )
-                        if not 200 <= resp.status < 300:
-                            with _Deadline(self.clock, req.deadline_at, what, req):
-                                body = await _read(resp)
-                            failure = adapter.classify(resp.status, resp.headers, body)
-                        else:
-                            parser = SSEParser()
-                            decoder = adapter.stream_decoder()
-                            content = resp.content
-                            while not _finished(decoder):
-                                try:
-                                    with _Deadline(self.clock, req.deadline_at, what, req):
-                                        chunk = await content.readany()
-                                except RequestTimeoutError:
-                                    raise  # the caller's deadline: not the key's failure
-                                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                                    failure = describe(exc).outcome()
-                                    break
-                                events = parser.feed(chunk) if chunk else parser.close()
-                                try:
-                                    for event in events:
-                                        delta = decoder.feed(event)
-                                        if delta:
-                                            delivered += 1
-                                            text.append(delta)
-                                            yield delta
-                                        if _finished(decoder):
-                                            break
-                                except StreamFailure as exc:
-                                    failure = Outcome(
-                                        Kind.OVERLOADED if exc.retryable else Kind.SERVER_ERROR,
-                                        resp.status,
-                                        f"error event in the stream: {exc.message}",
-                                        error_type=exc.error_type,
-                                    )
-                                    break
-                                except (ValueError, TypeError, KeyError) as exc:
-                                    failure = Outcome(
-                                        Kind.MALFORMED,
-                                        resp.status,
-                                        f"garbage in the stream: {_short(exc)}",
-                                    )
-                                    break
-                                if not chunk:
-                                    if not _finished(decoder):
-                                        failure = Outcome(
-                                            Kind.TRANSPORT,
-                                            resp.status,
-                                            "the stream ended before the provider's end marker",
-                                            error_type="truncated",
-                                        )
-                                    break
-                            if failure is None:
-                                lane.observe_latency(self.clock.now() - t0)
-                                parsed = decoder.result()
-                                final = self._success(
-                                    lane, req, parsed, attempts, started, raw=None
-                                )
-                                self._release(lane)
-                                released = True
-                                yield final
-                                return
-                    finally:
-                        resp.release()
+                        with self._deadline(c, what):
+                            chunk = await exchange.next_chunk()
+                    except TransportFailure as exc:
+                        failure = exc.outcome(exchange.status)
+                        break
+                    try:
+                        for event in parser.feed(chunk) if chunk else parser.close():
+                            delta = decoder.feed(event)
+                            if delta:
+                                delivered += 1
+                                text.append(delta)
+                                yield delta
+                            if _finished(decoder):
+                                break
+                    except (StreamFailure, ValueError, TypeError, KeyError) as exc:
+                        failure = _stream_failure(exc, exchange.status)
+                        break
+                    if not chunk:
+                        if not _finished(decoder):
+                            failure = _truncated(exchange.status)
+                        break
+                if failure is None:
+                    lane.observe_latency(self.clock.now() - c.sent_at)
+                    final = self._response(lane, c, decoder.result(), None)
             finally:
-                if not released:
-                    if failure is not None and not delivered and failure.kind is not Kind.MALFORMED:
-                        # as in _call: the key's cooldown before its slot is freed
-                        decision = self._after_failure(lane, req, failure, retries, attempts)
-                    self._release(lane)
+                exchange.close()
+                if failure is None or delivered or failure.kind is Kind.MALFORMED:
+                    # answered, abandoned by the caller, or not to be retried
+                    self.dispatch.release(lane)
+            if final is not None:
+                yield final
+                return
             assert failure is not None
             if delivered:
                 lane.failures += 1
@@ -513,7 +551,7 @@ class Core(Dispatcher):
                     provider=lane.provider,
                     key_name=lane.name,
                     status=failure.status or None,
-                    attempts=attempts,
+                    attempts=c.attempts,
                     error_type=failure.error_type,
                     chunks_received=delivered,
                     text_received="".join(text),
@@ -525,15 +563,118 @@ class Core(Dispatcher):
                     provider=lane.provider,
                     key_name=lane.name,
                     status=failure.status,
-                    attempts=attempts,
+                    attempts=c.attempts,
                 )
-            retry, delay, counts = decision
-            if not retry:
-                raise self._error(lane, failure, attempts)
-            if counts:
-                retries += 1
+            delay = self._failed(c, lane, failure)
             if delay > 0:
-                with _Deadline(self.clock, req.deadline_at, what, req):
+                with self._deadline(c, what):
+                    await self.clock.sleep(delay)
+
+    # -- reader 3: an answer passed through -------------------------------------------------
+
+    async def forward(self, req: Request) -> AsyncGenerator[Head | bytes, None]:
+        """A forwarded request: first its ``Head``, then its body as bytes, unchanged (a
+        stream chunk by chunk as it arrives). Retried only before the first byte reaches the
+        caller. When keymux gives up after a provider's error answer, that answer is what
+        comes back (``Head.error`` says why keymux stopped); with no answer to show, the
+        KeymuxError is raised."""
+        c = _Call(req, self.clock.now())
+        what = f"{req.provider} request"
+        while True:
+            try:
+                with self._deadline(c, what):
+                    lane, exchange = await self._open(c)
+            except KeymuxError as exc:
+                if c.answer is None:
+                    raise
+                last, status, headers, body = c.answer
+                yield Head(status, headers, last.name, c.attempts, exc)
+                yield _scrub_bytes(body, last)
+                return
+            head = Head(exchange.status, exchange.headers, lane.name, c.attempts)
+            failure: Outcome | None = None
+            passed = 0  # bytes that reached the caller
+            finished = False
+            try:
+                if not _is_event_stream(exchange.headers):
+                    try:
+                        with self._deadline(c, what):
+                            body = await exchange.read()
+                    except TransportFailure as exc:
+                        failure = exc.outcome(exchange.status)
+                    else:
+                        lane.observe_latency(self.clock.now() - c.sent_at)
+                        self._succeeded(lane, req, _usage_of(lane, body))
+                        finished = True
+                        self.dispatch.release(lane)
+                        yield head
+                        yield body
+                        return
+                else:
+                    decoder = lane.adapter.stream_decoder()
+                    parser = SSEParser()
+                    held: list[bytes] = []  # bytes kept until the first event proved sound
+                    decoding = True
+                    while True:
+                        try:
+                            with self._deadline(c, what):
+                                chunk = await exchange.next_chunk()
+                        except TransportFailure as exc:
+                            failure = exc.outcome(exchange.status)
+                            break
+                        if decoding:
+                            try:
+                                events = parser.feed(chunk) if chunk else parser.close()
+                                for event in events:
+                                    decoder.feed(event)
+                            except StreamFailure as exc:
+                                if not passed:
+                                    failure = _stream_failure(exc, exchange.status)
+                                    break
+                                decoding = False  # the caller sees the error event itself
+                            except (ValueError, TypeError, KeyError):
+                                decoding = False  # not ours to judge: pass it on as it is
+                            else:
+                                if not passed and not events and chunk:
+                                    held.append(chunk)
+                                    continue
+                        if not passed:
+                            yield head
+                        if held:
+                            chunk = b"".join([*held, chunk])
+                            held.clear()
+                        if chunk:
+                            passed += len(chunk)
+                            yield chunk
+                        else:
+                            break
+                    if failure is None:
+                        lane.observe_latency(self.clock.now() - c.sent_at)
+                        usage = decoder.result().usage if decoding else Usage()
+                        self._succeeded(lane, req, usage)
+                        finished = True
+            finally:
+                exchange.close()
+                if finished or failure is None or passed:
+                    self.dispatch.release(lane)
+            if finished:
+                return
+            assert failure is not None
+            if passed:
+                lane.failures += 1
+                raise StreamError(
+                    f"{lane.provider} key {lane.name!r}: the stream broke after {passed} bytes "
+                    f"had reached the caller: {_scrub(failure.message, lane)}. It is not "
+                    "retried, since part of the answer was already delivered.",
+                    provider=lane.provider,
+                    key_name=lane.name,
+                    status=failure.status or None,
+                    attempts=c.attempts,
+                    error_type=failure.error_type,
+                )
+            delay = self._failed(c, lane, failure)
+            if delay > 0:
+                with self._deadline(c, what):
                     await self.clock.sleep(delay)
 
     # -- shutdown ---------------------------------------------------------------------------
@@ -548,26 +689,7 @@ class Core(Dispatcher):
         for handle in list(self._probe_handles):
             handle.cancel()
         self._probe_handles.clear()
-        for ps in self.providers.values():
-            for lane in ps.lanes.values():
-                if lane.timer is not None:
-                    lane.timer.cancel()
-                    lane.timer = None
-                for w in lane.queue:
-                    if w.state == WAITING:
-                        w.state = GONE
-                        if not w.future.done():
-                            w.future.set_exception(
-                                ClosedError(
-                                    f"{lane.provider} request not sent: the multiplexer closed "
-                                    "while it waited in the queue",
-                                    provider=lane.provider,
-                                )
-                            )
-                lane.queue.clear()
-                lane.n_waiting = 0
-            ps.unpinned.clear()
-            ps.idle.clear()
+        self.dispatch.fail_waiting()
         current = asyncio.current_task()
         pending = {t for t in self._running if t is not current and not t.done()}
         if pending:
@@ -585,10 +707,7 @@ class Core(Dispatcher):
         was_closed = self.closed
         await self.aclose(0.0)
         self.closed = was_closed
-        for ps in self.providers.values():
-            for lane in ps.lanes.values():
-                if lane.enabled:
-                    ps.idle[lane] = None
+        self.dispatch.offer_all()
 
     def forget_loop(self) -> None:
         """After fork: drop loop-bound state inherited from the parent."""
@@ -596,34 +715,50 @@ class Core(Dispatcher):
         self._running.clear()
         self._closing_tasks.clear()
         self._probe_handles.clear()
-        for ps in self.providers.values():
-            ps.unpinned.clear()
-            for lane in ps.lanes.values():
-                lane.timer = None
-                lane.queue.clear()
-                lane.n_waiting = 0
-                lane.in_flight = 0
-                lane.budget.in_flight = 0
-                if lane.enabled:
-                    ps.idle[lane] = None
-
-
-async def _read(resp: aiohttp.ClientResponse) -> bytes:
-    try:
-        return await resp.read()
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        return b""
+        self.dispatch.forget_loop()
 
 
 def _finished(decoder: StreamDecoder) -> bool:
+    """The provider's end marker arrived (a function: the decoder changes ``done`` itself)."""
     return decoder.done
 
 
-def _short(exc: BaseException) -> str:
-    return _short_text(str(exc) or type(exc).__name__)
+def _stream_failure(exc: Exception, status: int) -> Outcome:
+    """An error event (retryable or not) or garbage inside a 2xx stream."""
+    if isinstance(exc, StreamFailure):
+        return Outcome(
+            Kind.OVERLOADED if exc.retryable else Kind.SERVER_ERROR,
+            status,
+            f"error event in the stream: {exc.message}",
+            error_type=exc.error_type,
+        )
+    return Outcome(
+        Kind.MALFORMED, status, f"garbage in the stream: {_short(str(exc) or type(exc).__name__)}"
+    )
 
 
-def _short_text(text: str) -> str:
+def _truncated(status: int) -> Outcome:
+    return Outcome(
+        Kind.TRANSPORT,
+        status,
+        "the stream ended before the provider's end marker",
+        error_type="truncated",
+    )
+
+
+def _is_event_stream(headers: Mapping[str, str]) -> bool:
+    return headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+def _usage_of(lane: Lane, body: bytes) -> Usage:
+    """The usage a forwarded JSON answer reports, if keymux can read it (zeros otherwise)."""
+    try:
+        return lane.adapter.usage_of(json.loads(body))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return Usage()
+
+
+def _short(text: str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -631,3 +766,8 @@ def _scrub(text: str, lane: Lane) -> str:
     """Upstream text with this lane's own key masked, in case a server or proxy echoed it."""
     secret = lane.secret.reveal()
     return text.replace(secret, lane.secret.masked) if secret in text else text
+
+
+def _scrub_bytes(body: bytes, lane: Lane) -> bytes:
+    secret = lane.secret.reveal().encode()
+    return body.replace(secret, lane.secret.masked.encode()) if secret in body else body

@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._lane import GONE, GRANTED, WAITING, Lane, Request, Waiter
 from ._ratelimit import Budget
+from ._secret import Secret
 from ._strategies import CANDIDATES, round_robin
 from .providers import ADAPTERS, Adapter
 
@@ -46,12 +47,13 @@ StrategyFn = Callable[[list[Lane], float], Lane]
 class ProviderState:
     """One provider's lanes, its idle lanes in LRU order, and its unpinned waiters."""
 
-    __slots__ = ("adapter", "cursor", "idle", "lanes", "name", "order", "unpinned")
+    __slots__ = ("adapter", "cursor", "idle", "lanes", "name", "order", "secrets", "unpinned")
 
     def __init__(self, name: str, adapter: Adapter) -> None:
         self.name = name
         self.adapter = adapter
         self.lanes: dict[str, Lane] = {}
+        self.secrets: dict[Secret, str] = {}  # secret -> the name it was added under
         self.idle: dict[Lane, None] = {}
         self.unpinned: deque[Waiter] = deque()
         self.order: list[Lane] = []
@@ -79,6 +81,13 @@ class Dispatcher:
             raise ConfigError(
                 f"{spec.provider} already has a key named {spec.name!r}; names must be unique"
             )
+        twin = ps.secrets.get(spec.secret)
+        if twin is not None:
+            # two lanes on one account would each spend its limits as if they were their own
+            raise ConfigError(
+                f"{spec.provider} key {spec.name!r} is the same secret as key {twin!r}; "
+                "add each key once"
+            )
         if spec.group is not None:
             budget = self.groups.get((spec.provider, spec.group))
             if budget is None:
@@ -90,6 +99,7 @@ class Dispatcher:
             spec, ps.adapter, max_concurrent=self.config.max_concurrent_requests, budget=budget
         )
         ps.lanes[spec.name] = lane
+        ps.secrets[spec.secret] = spec.name
         ps.order.append(lane)
         ps.idle[lane] = None
         if self._loop_running():
@@ -102,11 +112,12 @@ class Dispatcher:
         if lane is None:
             raise ConfigError(f"{provider} has no key named {name!r}")
         ps.order.remove(lane)
+        del ps.secrets[lane.secret]
         ps.cursor = 0
         lane.removed = True
-        self._take_out(lane, "removed", NoKeyAvailableError)
+        self.take_out(lane, "removed", NoKeyAvailableError)
 
-    def _take_out(self, lane: Lane, reason: str, pinned_error: type[KeymuxError]) -> None:
+    def take_out(self, lane: Lane, reason: str, pinned_error: type[KeymuxError]) -> None:
         """Disable a lane and move its waiting requests: unpinned ones to other keys, pinned
         ones fail with ``pinned_error``."""
         ps = self.providers[lane.provider]
@@ -398,13 +409,16 @@ class Dispatcher:
                 ps.idle.pop(lane)
                 ps.idle[lane] = None  # most recently used goes last
 
-    def _release(self, lane: Lane) -> None:
+    def release(self, lane: Lane) -> None:
+        """A request taken with ``acquire`` is done with its lane (answered, or gave up)."""
         lane.in_flight -= 1
         lane.budget.release()
         if lane.enabled:
             self._pump(lane)
 
-    async def _acquire(self, req: Request) -> Lane:
+    async def acquire(self, req: Request) -> Lane:
+        """A lane for ``req``, with a slot and budget taken: at once, or after waiting in a
+        queue. The caller must ``release`` it."""
         if self.closed:
             raise ClosedError(
                 f"{req.provider} request not sent: the multiplexer is closed",
@@ -433,17 +447,68 @@ class Dispatcher:
                 and not fut.cancelled()
                 and (fut.exception() is None)
             ):
-                self._release(fut.result())
+                self.release(fut.result())
             elif w.state == WAITING:
                 w.state = GONE
                 self._detach(w)
             raise
         if not lane.enabled:
             # disabled between the grant and this task resuming: it gets nothing more
-            self._release(lane)
+            self.release(lane)
             req.shun(lane.name)
-            return await self._acquire(req)
+            return await self.acquire(req)
         return lane
+
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def lanes(self) -> list[Lane]:
+        """Every lane of every provider (a copy: safe to iterate while lanes change)."""
+        return [lane for ps in self.providers.values() for lane in ps.lanes.values()]
+
+    def fail_waiting(self) -> None:
+        """Closing: every request still waiting for a lane fails with ClosedError; lanes stop
+        their timers and are no longer offered."""
+        for ps in self.providers.values():
+            for lane in ps.lanes.values():
+                if lane.timer is not None:
+                    lane.timer.cancel()
+                    lane.timer = None
+                for w in lane.queue:
+                    if w.state == WAITING:
+                        w.state = GONE
+                        if not w.future.done():
+                            w.future.set_exception(
+                                ClosedError(
+                                    f"{lane.provider} request not sent: the multiplexer closed "
+                                    "while it waited in the queue",
+                                    provider=lane.provider,
+                                )
+                            )
+                lane.queue.clear()
+                lane.n_waiting = 0
+            ps.unpinned.clear()
+            ps.idle.clear()
+
+    def offer_all(self) -> None:
+        """Every enabled lane is offered again (a new event loop took over)."""
+        for ps in self.providers.values():
+            for lane in ps.lanes.values():
+                if lane.enabled:
+                    ps.idle[lane] = None
+
+    def forget_loop(self) -> None:
+        """After fork: drop what belonged to the parent's loop (timers, waiters, slots)."""
+        for ps in self.providers.values():
+            ps.unpinned.clear()
+            for lane in ps.lanes.values():
+                lane.timer = None
+                lane.queue.clear()
+                lane.n_waiting = 0
+                lane.in_flight = 0
+                lane.budget.in_flight = 0
+                if lane.enabled:
+                    ps.idle[lane] = None
 
 
 def _why_unusable(lane: Lane, req: Request) -> str:

@@ -19,6 +19,7 @@ never a secret.
     ├── TransportError
     │   ├── RequestTimeoutError (also TimeoutError)   an attempt or the call's deadline timed out
     │   └── ConnectionError                     the connection failed or was reset
+    ├── InvalidRequestError (also ValueError)   the request cannot be sent as given
     ├── UnsupportedError (also ValueError)      the provider cannot do that endpoint
     └── ClosedError (also RuntimeError)         the multiplexer is closed
 """
@@ -32,6 +33,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionError",
+    "InvalidRequestError",
     "KeymuxError",
     "MalformedResponseError",
     "NoKeyAvailableError",
@@ -180,6 +182,11 @@ class RequestTimeoutError(TransportError, TimeoutError):
 
 class ConnectionError(TransportError):  # noqa: A001 - keymux.ConnectionError, by design
     """The connection could not be made or was reset."""
+
+
+class InvalidRequestError(KeymuxError, ValueError):
+    """The request cannot be sent as given (bad messages, parameters); found before any key
+    was used, so nothing reached a provider."""
 
 
 class UnsupportedError(KeymuxError, ValueError):

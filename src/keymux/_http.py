@@ -1,4 +1,9 @@
-"""The HTTP engine: one shared ``aiohttp.ClientSession``; aiohttp's errors are mapped here, once."""
+"""The HTTP engine: one shared ``aiohttp.ClientSession``. No aiohttp type leaves this module.
+
+``Engine.open`` sends keymux's ``HttpRequest`` and returns an ``Exchange``: the status, the
+headers, and the body to read whole (``read``) or chunk by chunk as it arrives (``next_chunk``).
+aiohttp's and the OS's errors are mapped here, once, to ``TransportFailure``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import aiohttp
 from ._config import Timeout
 from ._types import HttpRequest, Kind, Outcome
 
-__all__ = ["Engine", "TransportFailure", "client_timeout"]
+__all__ = ["Engine", "Exchange", "TransportFailure"]
 
 USER_AGENT = "keymux/0.1 (+aiohttp)"
 
@@ -23,20 +28,14 @@ class TransportFailure(Exception):
         self.message = message
         self.timed_out = timed_out
 
-    def outcome(self) -> Outcome:
+    def outcome(self, status: int = 0) -> Outcome:
         """The failure as the retry logic sees it."""
         return Outcome(
             Kind.TRANSPORT,
-            0,
+            status,
             self.message,
             error_type="timeout" if self.timed_out else "connection",
         )
-
-
-def client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=timeout.total, connect=timeout.connect, sock_read=timeout.read
-    )
 
 
 def describe(exc: BaseException) -> TransportFailure:
@@ -61,17 +60,51 @@ def describe(exc: BaseException) -> TransportFailure:
     return TransportFailure(f"transport error: {type(exc).__name__}", timed_out=False)
 
 
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class Exchange:
+    """One answer being received: ``status``, ``headers``, and its body.
+
+    ``close()`` gives the connection back (or drops it when the body was not read to the end);
+    it is safe to call more than once.
+    """
+
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status: int = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def read(self) -> bytes:
+        """The whole body. Raises TransportFailure."""
+        try:
+            return await self._resp.read()
+        except _TRANSPORT_ERRORS as exc:
+            raise describe(exc) from exc
+
+    async def next_chunk(self) -> bytes:
+        """The next bytes of the body as they arrive; ``b""`` at its end. Raises
+        TransportFailure."""
+        try:
+            return await self._resp.content.readany()
+        except _TRANSPORT_ERRORS as exc:
+            raise describe(exc) from exc
+
+    def close(self) -> None:
+        self._resp.release()
 
 
 class Engine:
     """Sends keymux's ``HttpRequest``s. Created and closed on the core's event loop."""
 
-    __slots__ = ("_limit", "_session")
+    __slots__ = ("_limit", "_session", "_timeouts")
 
     def __init__(self, *, limit: int = 0) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -83,29 +116,38 @@ class Engine:
             )
         return self._session
 
+    def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
+        mapped = self._timeouts.get(timeout)
+        if mapped is None:
+            mapped = self._timeouts[timeout] = aiohttp.ClientTimeout(
+                total=timeout.total, connect=timeout.connect, sock_read=timeout.read
+            )
+        return mapped
+
+    async def open(self, req: HttpRequest, timeout: Timeout) -> Exchange:
+        """Send the request and return once the status and headers are in. Raises
+        TransportFailure."""
+        try:
+            resp = await self.session.request(
+                req.method,
+                req.url,
+                headers=req.headers,
+                data=req.body,
+                timeout=self._timeout(timeout),
+            )
+        except _TRANSPORT_ERRORS as exc:
+            raise describe(exc) from exc
+        return Exchange(resp)
+
     async def send(
-        self, req: HttpRequest, timeout: aiohttp.ClientTimeout
+        self, req: HttpRequest, timeout: Timeout
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One whole exchange: status, headers, body. Raises TransportFailure."""
+        exchange = await self.open(req, timeout)
         try:
-            async with self.session.request(
-                req.method, req.url, headers=req.headers, data=req.body, timeout=timeout
-            ) as resp:
-                body = await resp.read()
-                return resp.status, resp.headers, body
-        except TRANSPORT_ERRORS as exc:
-            raise describe(exc) from exc
-
-    async def open(
-        self, req: HttpRequest, timeout: aiohttp.ClientTimeout
-    ) -> aiohttp.ClientResponse:
-        """Start an exchange whose body the caller reads (streams). Raises TransportFailure."""
-        try:
-            return await self.session.request(
-                req.method, req.url, headers=req.headers, data=req.body, timeout=timeout
-            )
-        except TRANSPORT_ERRORS as exc:
-            raise describe(exc) from exc
+            return exchange.status, exchange.headers, await exchange.read()
+        finally:
+            exchange.close()
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -10,9 +10,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ._config import KeySpec
+from ._config import KeySpec, Timeout
 from ._ratelimit import Budget, Reservation
 from ._secret import Secret
+from ._types import Prepared
 from .providers import Adapter
 
 __all__ = ["Lane", "Request", "Waiter"]
@@ -25,12 +26,11 @@ class Request:
     """One call, as the core sees it. Plain data; no I/O."""
 
     provider: str
-    endpoint: str
-    params: dict[str, Any]
-    model: str | None = None
+    endpoint: str  # "chat" / "embed" (read by the adapter), or "forward" (passed through)
+    prepared: Prepared  # what each attempt sends, but the key and the base URL
+    timeout: Timeout  # one attempt
     pin: str | None = None  # key name for "specific"
     strategy: Any = None  # a Strategy callable
-    timeout: Any = None  # aiohttp.ClientTimeout for one attempt
     deadline_at: float | None = None  # clock time the whole call must end by
     tokens: int = 0  # estimate reserved from token budgets
     avoid: set[str] | None = None  # keys this request must not go back to (made when needed)

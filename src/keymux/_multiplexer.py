@@ -10,20 +10,18 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-
 from ._client import ProviderClient
 from ._clock import Clock, SystemClock
 from ._config import KeySpec, MuxConfig, RetryPolicy, Timeout
 from ._core import Core
 from ._env import EnvProblem, EnvScan, discover_keys
 from ._errors import ClosedError, ConfigError
-from ._http import client_timeout
+from ._gateway import Gateway
 from ._secret import Secret
 from ._stats import lane_stats
 from ._strategies import Strategy, resolve_strategy
 from ._sync import Runtime
-from .providers import ADAPTERS, Adapter, canonical_provider
+from .providers import canonical_provider
 
 __all__ = ["ApiKeyMultiplexer", "Multiplexer"]
 
@@ -68,13 +66,9 @@ class Multiplexer:
             raise ConfigError(f"close_grace must be zero or more, got {close_grace!r}")
         self._close_grace = close_grace
         self._clock: Clock = clock or SystemClock()
-        self._adapters: Mapping[str, Adapter] = ADAPTERS
         self._core = Core(self._config, clock=self._clock, rng=random.Random(seed))
         self._runtime = Runtime(on_shutdown=self._core.release_loop, on_fork=self._core.forget_loop)
-        self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
-        self._default_timeout = client_timeout(self._config.timeout)
-        self._counts_tokens = False
-        self._closed = False
+        self._gateway = Gateway(self._core, self._runtime, self._clock, self._config.timeout)
         #: problems found by ``from_env`` (malformed .env lines, empty values), never secrets
         self.env_problems: list[EnvProblem] = []
         self._finalizer = weakref.finalize(self, _finalize, self._runtime, self._core)
@@ -143,11 +137,11 @@ class Multiplexer:
         self._add_spec(spec)
 
     def _add_spec(self, spec: KeySpec) -> None:
-        if self._closed:
+        if self._gateway.closed:
             raise ClosedError("the multiplexer is closed")
+        self._runtime.call_soon(lambda: self._core.dispatch.add_lane(spec))
         if spec.tpm:
-            self._counts_tokens = True
-        self._runtime.call_soon(lambda: self._core.add_lane(spec))
+            self._gateway.counts_tokens = True
 
     def add_openai_key(self, name: str, api_key: str | Secret, **options: Any) -> None:
         """Add an OpenAI key (same options as ``add_key``)."""
@@ -171,17 +165,17 @@ class Multiplexer:
         """Remove a key: its waiting requests move to other keys or fail clearly; requests in
         flight on it finish."""
         provider = canonical_provider(provider)
-        self._runtime.call_soon(lambda: self._core.remove_lane(provider, name))
+        self._runtime.call_soon(lambda: self._core.dispatch.remove_lane(provider, name))
 
     def key_info(self) -> list[dict[str, Any]]:
         """The keys, masked: provider, name, masked key, fingerprint, source, status."""
         now = self._clock.now()
         out = []
-        for provider, ps in self._core.providers.items():
+        for ps in self._core.dispatch.providers.values():
             for lane in list(ps.lanes.values()):
                 out.append(
                     {
-                        "provider": provider,
+                        "provider": lane.provider,
                         "name": lane.name,
                         "key": lane.secret.masked,
                         "key_id": lane.secret.key_id,
@@ -206,14 +200,15 @@ class Multiplexer:
         if strategy == "specific" and key_name is None:
             raise ConfigError('strategy "specific" needs key_name=')
         if key_name is not None:
-            if key_name not in self._core.providers[provider].lanes:
-                known = ", ".join(self._core.providers[provider].lanes) or "none"
+            lanes = self._core.dispatch.providers[provider].lanes
+            if key_name not in lanes:
+                known = ", ".join(lanes) or "none"
                 raise ConfigError(f"{provider} has no key named {key_name!r} (known: {known})")
             return ProviderClient(
-                self, provider, key_name=key_name, strategy="specific", strategy_fn=None
+                self._gateway, provider, key_name=key_name, strategy="specific", strategy_fn=None
             )
         name, fn = resolve_strategy(strategy)
-        return ProviderClient(self, provider, key_name=None, strategy=name, strategy_fn=fn)
+        return ProviderClient(self._gateway, provider, key_name=None, strategy=name, strategy_fn=fn)
 
     def get_openai_client(
         self, key_name: str | None = None, strategy: str | Strategy[Any] = "round-robin"
@@ -237,15 +232,6 @@ class Multiplexer:
     ) -> ProviderClient:
         return self.get_client("gemini", key_name=key_name, strategy=strategy)
 
-    def _client_timeout(self, timeout: float | Timeout | None) -> aiohttp.ClientTimeout:
-        if timeout is None:
-            return self._default_timeout
-        spec = Timeout.of(timeout)
-        cached = self._timeouts.get(spec)
-        if cached is None:
-            cached = self._timeouts[spec] = client_timeout(spec)
-        return cached
-
     # -- statistics -------------------------------------------------------------------------
 
     def get_usage_stats(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -255,7 +241,7 @@ class Multiplexer:
         wall = self._clock.wall()
         return {
             provider: {lane.name: lane_stats(lane, now, wall) for lane in list(ps.lanes.values())}
-            for provider, ps in self._core.providers.items()
+            for provider, ps in self._core.dispatch.providers.items()
         }
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -269,19 +255,19 @@ class Multiplexer:
             raise ClosedError(
                 "close() was called inside the multiplexer's event loop: use `await mux.aclose()`"
             )
-        self._closed = True
+        self._gateway.closed = True
         self._core.closed = True
         self._runtime.close(self._shutdown)
 
     async def aclose(self) -> None:
         """Finish or fail every accepted request, then release connections."""
-        self._closed = True
+        self._gateway.closed = True
         self._core.closed = True
         await self._runtime.aclose(self._shutdown)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._gateway.closed
 
     def __enter__(self) -> Multiplexer:
         return self
@@ -308,9 +294,11 @@ class Multiplexer:
 
     def __repr__(self) -> str:
         counts = ", ".join(
-            f"{name}={len(ps.lanes)}" for name, ps in self._core.providers.items() if ps.lanes
+            f"{name}={len(ps.lanes)}"
+            for name, ps in self._core.dispatch.providers.items()
+            if ps.lanes
         )
-        state = " closed" if self._closed else ""
+        state = " closed" if self._gateway.closed else ""
         return f"<keymux.Multiplexer keys({counts or 'none'}){state}>"
 
 

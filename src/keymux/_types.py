@@ -8,20 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "Endpoint",
     "HttpRequest",
     "Kind",
     "LimitInfo",
     "Outcome",
     "Parsed",
+    "Prepared",
     "RateSnapshot",
     "Response",
     "Usage",
 ]
-
-#: the endpoints a client can call
-Endpoint = str  # "chat" | "embed"
-
 
 @dataclass(slots=True, frozen=True)
 class HttpRequest:
@@ -34,6 +30,35 @@ class HttpRequest:
 
     def __repr__(self) -> str:  # headers hold the key: never show them
         return f"HttpRequest({self.method} {self.url})"
+
+
+@dataclass(slots=True, frozen=True)
+class Prepared:
+    """What one call sends, built once before any key is chosen: everything but the key and
+    the base URL. Each attempt adds the lane's key (``auth_header``: ``auth_prefix + key``)
+    and joins ``path`` to the lane's base URL.
+
+    keymux's own calls get it from ``Adapter.prepare``; a forwarded request (an official SDK's,
+    or the proxy's) is one already: its path relative to the provider's official base URL,
+    its headers without the caller's credential, its body replayable for retries.
+    """
+
+    method: str
+    path: str  # relative to the base URL, query included
+    headers: Mapping[str, str]  # no credential in here
+    body: bytes | None
+    model: str | None  # the model asked for: budgets and limits are kept per model
+    auth_header: str
+    auth_prefix: str = ""
+
+    def for_key(self, url: str, api_key: str) -> HttpRequest:
+        """The HTTP request of one attempt."""
+        headers = dict(self.headers)
+        headers[self.auth_header] = self.auth_prefix + api_key
+        return HttpRequest(self.method, url, headers, self.body)
+
+    def __repr__(self) -> str:
+        return f"Prepared({self.method} {self.path}, model={self.model!r})"
 
 
 @dataclass(slots=True)
@@ -72,7 +97,6 @@ class Parsed:
 class Kind(enum.Enum):
     """How an answer is classified; the retry decision is made from this."""
 
-    OK = "ok"
     RATE_LIMITED = "rate_limited"  # short-term limit on this key (or its group): cool it, retry
     OVERLOADED = "overloaded"  # provider-wide (529, 503, Groq 498): retry, do not blame the key
     SERVER_ERROR = "server_error"  # 5xx: retry with backoff, the key backs off a little

@@ -8,12 +8,13 @@ pacing. Streams are read through a per-stream ``StreamDecoder`` the adapter crea
 from __future__ import annotations
 
 import codecs
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .._types import HttpRequest, Outcome, Parsed, RateSnapshot
+from .._types import HttpRequest, Outcome, Parsed, Prepared, RateSnapshot, Usage
 
-__all__ = ["Adapter", "SSEEvent", "SSEParser", "StreamDecoder", "StreamFailure"]
+__all__ = ["Adapter", "AdapterBase", "SSEEvent", "SSEParser", "StreamDecoder", "StreamFailure"]
 
 
 class StreamFailure(Exception):
@@ -95,6 +96,33 @@ class SSEParser:
             self._event = value
 
 
+class AdapterBase(ABC):
+    """What every adapter shares: ``build`` from its ``prepare`` and ``url``."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def prepare(
+        self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
+    ) -> Prepared: ...
+
+    @abstractmethod
+    def url(self, base_url: str, path: str) -> str: ...
+
+    def build(
+        self,
+        endpoint: str,
+        params: Mapping[str, Any],
+        *,
+        model: str | None,
+        stream: bool,
+        base_url: str,
+        api_key: str,
+    ) -> HttpRequest:
+        prepared = self.prepare(endpoint, params, model=model, stream=stream)
+        return prepared.for_key(self.url(base_url, prepared.path), api_key)
+
+
 class StreamDecoder(Protocol):
     """Reads one provider stream, event by event."""
 
@@ -123,6 +151,18 @@ class Adapter(Protocol):
     #: endpoints this provider supports ("chat", "embed")
     endpoints: frozenset[str]
 
+    def prepare(
+        self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
+    ) -> Prepared:
+        """What a call sends, before any key is chosen. ``params`` holds ``messages`` (chat) or
+        ``input`` (embed) plus provider parameters. Raises ``keymux.InvalidRequestError`` /
+        ``UnsupportedError`` for a request that cannot be sent."""
+        ...
+
+    def url(self, base_url: str, path: str) -> str:
+        """A path relative to the official base URL, joined to a key's ``base_url``."""
+        ...
+
     def build(
         self,
         endpoint: str,
@@ -133,9 +173,7 @@ class Adapter(Protocol):
         base_url: str,
         api_key: str,
     ) -> HttpRequest:
-        """The HTTP request for one attempt. ``params`` holds ``messages`` (chat) or ``input``
-        (embed) plus provider parameters. Raises ``keymux.BadRequestError``/``UnsupportedError``
-        for a request that cannot be built."""
+        """``prepare`` and one attempt's request at once."""
         ...
 
     def parse(self, endpoint: str, body: Any) -> Parsed:
@@ -146,8 +184,15 @@ class Adapter(Protocol):
         """A fresh decoder for one streamed chat answer."""
         ...
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        """Classify a non-2xx answer (body may be empty or not JSON)."""
+    def usage_of(self, body: Any) -> Usage:
+        """The token usage a 2xx JSON answer of any endpoint reports; zeros when none."""
+        ...
+
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, now_wall: float
+    ) -> Outcome:
+        """Classify a non-2xx answer (body may be empty or not JSON); ``now_wall`` is the Unix
+        time the answer arrived (for HTTP-date and absolute reset times)."""
         ...
 
     def rate_snapshot(self, headers: Mapping[str, str], now_wall: float) -> RateSnapshot | None:

@@ -17,18 +17,17 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .._errors import BadRequestError, UnsupportedError
+from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_float, parse_retry_after, parse_rfc3339
 from .._secret import mask
-from .._types import HttpRequest, Kind, LimitInfo, Outcome, Parsed, RateSnapshot, Usage
-from ._base import SSEEvent, StreamFailure
+from .._types import HttpRequest, Kind, LimitInfo, Outcome, Parsed, Prepared, RateSnapshot, Usage
+from ._base import AdapterBase, SSEEvent, StreamFailure
 
 __all__ = ["ClaudeAdapter", "ClaudeStreamDecoder"]
 
@@ -57,13 +56,13 @@ def _dumps(body: Mapping[str, Any]) -> bytes:
     try:
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
-        raise BadRequestError(
+        raise InvalidRequestError(
             f"claude: the request parameters are not JSON-serialisable: {exc}", provider=PROVIDER
         ) from exc
 
 
-def _bad(message: str) -> BadRequestError:
-    return BadRequestError(f"claude: {message}", provider=PROVIDER)
+def _bad(message: str) -> InvalidRequestError:
+    return InvalidRequestError(f"claude: {message}", provider=PROVIDER)
 
 
 def _system_text(content: Any, where: str) -> str:
@@ -409,7 +408,7 @@ def _input_tokens(usage: Mapping[str, Any]) -> int:
     return total
 
 
-class ClaudeAdapter:
+class ClaudeAdapter(AdapterBase):
     """Anthropic Messages API. Stateless: one instance serves every key and request."""
 
     name = PROVIDER
@@ -420,16 +419,9 @@ class ClaudeAdapter:
     def __repr__(self) -> str:
         return "keymux.providers.ClaudeAdapter()"
 
-    def build(
-        self,
-        endpoint: str,
-        params: Mapping[str, Any],
-        *,
-        model: str | None,
-        stream: bool,
-        base_url: str,
-        api_key: str,
-    ) -> HttpRequest:
+    def prepare(
+        self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
+    ) -> Prepared:
         if endpoint != "chat":
             raise self._unsupported(endpoint)
         system, turns = convert_messages(params.get("messages"))
@@ -455,15 +447,18 @@ class ClaudeAdapter:
                 body["stop_sequences"] = list(stop)
             else:
                 raise _bad("stop must be a string or a list of strings")
-        headers = self._headers(api_key)
-        headers["content-type"] = "application/json"
+        headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
         if stream:
             body["stream"] = True
             headers["accept"] = "text/event-stream"
         betas = params.get("betas")
         if betas:
             headers["anthropic-beta"] = betas if isinstance(betas, str) else ",".join(betas)
-        return HttpRequest("POST", f"{base_url.rstrip('/')}/v1/messages", headers, _dumps(body))
+        return Prepared("POST", "/v1/messages", headers, _dumps(body), model, "x-api-key")
+
+    def url(self, base_url: str, path: str) -> str:
+        """``path`` (relative to the official base URL) joined to ``base_url``."""
+        return base_url.rstrip("/") + path
 
     def parse(self, endpoint: str, body: Any) -> Parsed:
         if endpoint != "chat":
@@ -497,10 +492,20 @@ class ClaudeAdapter:
     def stream_decoder(self) -> ClaudeStreamDecoder:
         return ClaudeStreamDecoder()
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        # the protocol passes no clock: wall time is needed only for HTTP-date retry-after
-        # and the spend cap's "regain access" date
-        return classify_claude(status, headers, body, time.time())
+    def usage_of(self, body: Any) -> Usage:
+        """The usage a JSON answer of any endpoint reports (zeros when it reports none)."""
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return Usage()
+        output = usage.get("output_tokens")
+        return Usage(_input_tokens(usage), output if isinstance(output, int) else 0)
+
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, now_wall: float
+    ) -> Outcome:
+        # wall time is needed only for HTTP-date retry-after and the spend cap's
+        # "regain access" date
+        return classify_claude(status, headers, body, now_wall)
 
     def rate_snapshot(self, headers: Mapping[str, str], now_wall: float) -> RateSnapshot | None:
         headers = lowered(headers)

@@ -26,23 +26,28 @@ import functools
 import json
 import math
 import re
-import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
-from .._errors import BadRequestError, UnsupportedError
+from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_proto_duration, parse_retry_after
 from .._secret import mask
-from .._types import HttpRequest, Kind, Outcome, Parsed, RateSnapshot, Usage
-from ._base import SSEEvent, StreamFailure
+from .._types import HttpRequest, Kind, Outcome, Parsed, Prepared, RateSnapshot, Usage
+from ._base import AdapterBase, SSEEvent, StreamFailure
 from .claude import lowered, positive_int, prompt_tokens
 
 __all__ = ["GeminiAdapter", "GeminiStreamDecoder"]
 
 PROVIDER = "gemini"
 API_VERSION = "v1beta"
+
+_JSON_HEADERS = MappingProxyType({"content-type": "application/json"})
+_STREAM_HEADERS = MappingProxyType(
+    {"content-type": "application/json", "accept": "text/event-stream"}
+)
 DEFAULT_OUTPUT_TOKENS = 256
 
 _ROLES = {"user": "user", "assistant": "model", "model": "model"}
@@ -120,8 +125,8 @@ _DATA_URL_RE = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 
 
-def _bad(message: str) -> BadRequestError:
-    return BadRequestError(f"gemini: {message}", provider=PROVIDER)
+def _bad(message: str) -> InvalidRequestError:
+    return InvalidRequestError(f"gemini: {message}", provider=PROVIDER)
 
 
 def _dumps(body: Mapping[str, Any]) -> bytes:
@@ -563,7 +568,7 @@ class GeminiStreamDecoder:
         )
 
 
-class GeminiAdapter:
+class GeminiAdapter(AdapterBase):
     """Gemini Generative Language API. Stateless: one instance serves every key and request."""
 
     name = PROVIDER
@@ -577,23 +582,16 @@ class GeminiAdapter:
     def __repr__(self) -> str:
         return "keymux.providers.GeminiAdapter()"
 
-    def build(
-        self,
-        endpoint: str,
-        params: Mapping[str, Any],
-        *,
-        model: str | None,
-        stream: bool,
-        base_url: str,
-        api_key: str,
-    ) -> HttpRequest:
+    def prepare(
+        self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
+    ) -> Prepared:
         if endpoint not in self.endpoints:
             raise UnsupportedError(
                 f"gemini: unknown endpoint {endpoint!r}; Gemini supports 'chat' and 'embed'",
                 provider=PROVIDER,
             )
         resource = model_resource(model or params.get("model") or self.default_models[endpoint])
-        headers = {"x-goog-api-key": api_key, "content-type": "application/json"}
+        headers = _JSON_HEADERS
         if endpoint == "embed":
             if stream:
                 raise UnsupportedError("gemini: embeddings cannot be streamed", provider=PROVIDER)
@@ -603,11 +601,17 @@ class GeminiAdapter:
             body = _chat_body(params)
             if stream:
                 method = "streamGenerateContent?alt=sse"
-                headers["accept"] = "text/event-stream"
+                headers = _STREAM_HEADERS
             else:
                 method = "generateContent"
-        url = f"{base_url.rstrip('/')}/{API_VERSION}/{quote(resource, safe='/')}:{method}"
-        return HttpRequest("POST", url, headers, _dumps(body))
+        path = f"/{API_VERSION}/{quote(resource, safe='/')}:{method}"
+        return Prepared(
+            "POST", path, headers, _dumps(body), resource.removeprefix("models/"), "x-goog-api-key"
+        )
+
+    def url(self, base_url: str, path: str) -> str:
+        """``path`` (relative to the official base URL) joined to ``base_url``."""
+        return base_url.rstrip("/") + path
 
     def parse(self, endpoint: str, body: Any) -> Parsed:
         if not isinstance(body, dict):
@@ -656,10 +660,16 @@ class GeminiAdapter:
     def stream_decoder(self) -> GeminiStreamDecoder:
         return GeminiStreamDecoder()
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-        # the protocol passes no clock: wall time is needed for the daily reset
-        # and an HTTP-date retry-after
-        return classify_gemini(status, headers, body, time.time())
+    def usage_of(self, body: Any) -> Usage:
+        """The usage a JSON answer of any endpoint reports (zeros when it reports none)."""
+        meta = body.get("usageMetadata") if isinstance(body, dict) else None
+        return _usage(meta) or Usage()
+
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, now_wall: float
+    ) -> Outcome:
+        # wall time is needed for the daily reset and an HTTP-date retry-after
+        return classify_gemini(status, headers, body, now_wall)
 
     def rate_snapshot(self, headers: Mapping[str, str], now_wall: float) -> RateSnapshot | None:
         return None  # Gemini sends no rate-limit headers (providers.md §4.6)

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._errors import UnsupportedError
-from .._types import HttpRequest
+from .._types import Prepared
 from .openai import OpenAIAdapter
 
 __all__ = ["GroqAdapter"]
@@ -38,22 +38,13 @@ class GroqAdapter(OpenAIAdapter):
     _overload_statuses: frozenset[int] = frozenset({498, 503})
     _oversize_413: bool = True
 
-    def build(
-        self,
-        endpoint: str,
-        params: Mapping[str, Any],
-        *,
-        model: str | None,
-        stream: bool,
-        base_url: str,
-        api_key: str,
-    ) -> HttpRequest:
+    def prepare(
+        self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
+    ) -> Prepared:
         if endpoint == "embed" and model is None and params.get("model") is None:
             raise UnsupportedError(
                 "groq documents no embedding model, so keymux has no default for 'embed': "
                 "pass model= with an embedding model your Groq account serves",
                 provider=self.name,
             )
-        return super().build(
-            endpoint, params, model=model, stream=stream, base_url=base_url, api_key=api_key
-        )
+        return super().prepare(endpoint, params, model=model, stream=stream)

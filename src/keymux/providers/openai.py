@@ -12,17 +12,16 @@ import binascii
 import json
 import re
 import sys
-import time
 from array import array
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
-from .._errors import BadRequestError, UnsupportedError
+from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_float, parse_go_duration, parse_retry_after
 from .._secret import mask
-from .._types import HttpRequest, Kind, LimitInfo, Outcome, Parsed, RateSnapshot, Usage
-from ._base import SSEEvent, StreamFailure
+from .._types import HttpRequest, Kind, LimitInfo, Outcome, Parsed, Prepared, RateSnapshot, Usage
+from ._base import AdapterBase, SSEEvent, StreamFailure
 
 __all__ = ["OpenAIAdapter", "OpenAIStreamDecoder", "scrub_secrets"]
 
@@ -76,6 +75,13 @@ _SECRET = re.compile(
     r"|(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{40,}"
     r"|(?<=Bearer )[\w.~+/-]{8,}=*",
     re.ASCII,
+)
+
+_JSON_HEADERS = MappingProxyType(
+    {"Content-Type": "application/json", "Accept": "application/json"}
+)
+_STREAM_HEADERS = MappingProxyType(
+    {"Content-Type": "application/json", "Accept": "text/event-stream"}
 )
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
@@ -285,7 +291,7 @@ class OpenAIStreamDecoder:
 # --- the adapter --------------------------------------------------------------------------
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(AdapterBase):
     """OpenAI: ``POST {base_url}/chat/completions``, ``/embeddings``, ``GET /models``."""
 
     __slots__ = ()
@@ -308,12 +314,13 @@ class OpenAIAdapter:
 
     # -- requests --
 
-    def _url(self, base_url: str, path: str) -> str:
+    def url(self, base_url: str, path: str) -> str:
+        """``path`` (relative to the official base URL) joined to ``base_url``."""
         base = base_url.rstrip("/") if base_url.endswith("/") else base_url
         prefix = self._api_prefix
-        if prefix and base.endswith(prefix):  # the OpenAI-SDK style base URL, prefix included
-            prefix = ""
-        return base + prefix + path
+        if prefix and base.endswith(prefix) and path.startswith(prefix):
+            return base + path[len(prefix) :]  # the OpenAI-SDK style base URL, prefix included
+        return base + path
 
     def _model(self, endpoint: str, model: str | None, params: Mapping[str, Any]) -> str:
         if model is None:
@@ -327,14 +334,14 @@ class OpenAIAdapter:
                 )
             return default
         if not isinstance(model, str) or not model.strip():
-            raise BadRequestError(
+            raise InvalidRequestError(
                 f"{self.name}: model must be a non-empty string, got {_type_name(model)}",
                 provider=self.name,
             )
         return model
 
-    def _bad(self, message: str) -> BadRequestError:
-        return BadRequestError(f"{self.name}: {message}", provider=self.name)
+    def _bad(self, message: str) -> InvalidRequestError:
+        return InvalidRequestError(f"{self.name}: {message}", provider=self.name)
 
     def _check_messages(self, messages: object) -> None:
         if not isinstance(messages, list | tuple) or not messages:
@@ -377,16 +384,9 @@ class OpenAIAdapter:
         except (TypeError, ValueError) as exc:
             raise self._bad(f"request parameters must be JSON-serialisable: {exc}") from None
 
-    def build(
-        self,
-        endpoint: str,
-        params: Mapping[str, Any],
-        *,
-        model: str | None,
-        stream: bool,
-        base_url: str,
-        api_key: str,
-    ) -> HttpRequest:
+    def prepare(
+        self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
+    ) -> Prepared:
         if endpoint == "chat":
             messages = params.get("messages")
             self._check_messages(messages)
@@ -399,7 +399,7 @@ class OpenAIAdapter:
                 body["stream"] = True
                 options = params.get("stream_options")
                 body["stream_options"] = {"include_usage": True} if options is None else options
-            path = "/chat/completions"
+            path = self._api_prefix + "/chat/completions"
         elif endpoint == "embed":
             if stream:
                 raise UnsupportedError(
@@ -412,23 +412,21 @@ class OpenAIAdapter:
             for name, item in params.items():
                 if name not in _EMBED_OWN:
                     body[name] = item
-            path = "/embeddings"
+            path = self._api_prefix + "/embeddings"
         else:
             raise UnsupportedError(
                 f"{self.name} has no {endpoint!r} endpoint; use one of "
                 f"{', '.join(sorted(self.endpoints))}",
                 provider=self.name,
             )
-        headers = {
-            "Authorization": "Bearer " + api_key,
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-        }
-        return HttpRequest("POST", self._url(base_url, path), headers, self._encode(body))
+        headers = _STREAM_HEADERS if stream else _JSON_HEADERS
+        return Prepared(
+            "POST", path, headers, self._encode(body), body["model"], "Authorization", "Bearer "
+        )
 
     def probe(self, *, base_url: str, api_key: str) -> HttpRequest:
         headers = {"Authorization": "Bearer " + api_key, "Accept": "application/json"}
-        return HttpRequest("GET", self._url(base_url, "/models"), headers)
+        return HttpRequest("GET", self.url(base_url, self._api_prefix + "/models"), headers)
 
     # -- answers --
 
@@ -486,9 +484,21 @@ class OpenAIAdapter:
     def stream_decoder(self) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder()
 
+    def usage_of(self, body: Any) -> Usage:
+        """The usage a JSON answer of any endpoint reports (zeros when it reports none)."""
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return Usage()
+        return Usage(
+            _count(usage, "prompt_tokens", "usage") or _count(usage, "input_tokens", "usage"),
+            _count(usage, "completion_tokens", "usage") or _count(usage, "output_tokens", "usage"),
+        )
+
     # -- errors and limits --
 
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, now_wall: float
+    ) -> Outcome:
         message, etype, code = _read_error(status, body)
         lower = message.lower()
         kind = self._kind(status, headers, etype, code, lower)
@@ -499,9 +509,9 @@ class OpenAIAdapter:
             kind = Kind.SERVER_ERROR
         retry_after: float | None = None
         if kind is Kind.RATE_LIMITED or kind is Kind.DAILY_LIMIT:
-            retry_after = self._rate_wait(kind, headers, etype, lower, message)
+            retry_after = self._rate_wait(kind, headers, etype, lower, message, now_wall)
         elif kind in _RETRYABLE_KINDS:
-            retry_after = _header_wait(headers)
+            retry_after = _header_wait(headers, now_wall)
         return Outcome(kind, status, message, retry_after, etype, code)
 
     def _kind(
@@ -550,11 +560,12 @@ class OpenAIAdapter:
         etype: str | None,
         lower: str,
         message: str,
+        now_wall: float,
     ) -> float | None:
         """Seconds to wait: the retry-after headers, else the message's "try again in",
         else the reset header of the exhausted dimension. A daily limit waits for the longest
         of those that speak of the day."""
-        header = _header_wait(headers)
+        header = _header_wait(headers, now_wall)
         said = _message_wait(message)
         daily_requests = self._requests_window == "day"
         if kind is Kind.DAILY_LIMIT:
@@ -643,11 +654,11 @@ def _message_wait(message: str) -> float | None:
     return None if match is None else parse_go_duration(match.group(1))
 
 
-def _header_wait(headers: Mapping[str, str]) -> float | None:
+def _header_wait(headers: Mapping[str, str], now_wall: float) -> float | None:
     if "retry-after-ms" not in headers and "retry-after" not in headers:
         return None
     # the wall clock is read only for the HTTP-date form of retry-after
-    return parse_retry_after(headers, time.time())
+    return parse_retry_after(headers, now_wall)
 
 
 def _read_error(status: int, body: bytes) -> tuple[str, str | None, str | None]:
