@@ -241,7 +241,12 @@ def test_groq_embed_without_model_is_unsupported() -> None:
         ("chat", {"messages": [{"role": "user", "content": 3}]}, InvalidRequestError, "or a list"),
         ("chat", {"messages": HI, "model": ""}, InvalidRequestError, "model must be"),
         ("chat", {"messages": HI, "temperature": {1, 2}}, InvalidRequestError, "JSON-serialisable"),
-        ("chat", {"messages": HI, "temperature": float("nan")}, InvalidRequestError, "serialisable"),
+        (
+            "chat",
+            {"messages": HI, "temperature": float("nan")},
+            InvalidRequestError,
+            "serialisable",
+        ),
         ("embed", {}, InvalidRequestError, "input="),
         ("embed", {"input": []}, InvalidRequestError, "input="),
         ("embed", {"input": ["a", 3]}, InvalidRequestError, "input="),
@@ -1285,7 +1290,9 @@ def test_classify_reads_case_insensitive_aiohttp_headers() -> None:
 
 @pytest.mark.parametrize("adapter", [OPENAI, GROQ])
 def test_classify_scrubs_the_key_from_a_401(adapter: Adapter) -> None:
-    outcome = adapter.classify(401, {}, err(OPENAI_401, "invalid_request_error", "invalid_api_key"), WALL)
+    outcome = adapter.classify(
+        401, {}, err(OPENAI_401, "invalid_request_error", "invalid_api_key"), WALL
+    )
     assert outcome.kind is Kind.KEY_INVALID
     assert "abc1" not in outcome.message
     assert "*" not in outcome.message

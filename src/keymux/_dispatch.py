@@ -459,7 +459,6 @@ class Dispatcher:
             return await self.acquire(req)
         return lane
 
-
     # -- lifecycle --------------------------------------------------------------------------
 
     def lanes(self) -> list[Lane]:

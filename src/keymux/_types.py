@@ -19,6 +19,7 @@ __all__ = [
     "Usage",
 ]
 
+
 @dataclass(slots=True, frozen=True)
 class HttpRequest:
     """keymux's own description of one HTTP request; the engine sends it."""

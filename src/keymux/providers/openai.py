@@ -77,9 +77,7 @@ _SECRET = re.compile(
     re.ASCII,
 )
 
-_JSON_HEADERS = MappingProxyType(
-    {"Content-Type": "application/json", "Accept": "application/json"}
-)
+_JSON_HEADERS = MappingProxyType({"Content-Type": "application/json", "Accept": "application/json"})
 _STREAM_HEADERS = MappingProxyType(
     {"Content-Type": "application/json", "Accept": "text/event-stream"}
 )
