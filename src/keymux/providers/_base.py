@@ -150,6 +150,9 @@ class Adapter(Protocol):
     default_models: Mapping[str, str]
     #: endpoints this provider supports ("chat", "embed")
     endpoints: frozenset[str]
+    #: where the key goes: header ``auth_header`` with value ``auth_prefix + key``
+    auth_header: str
+    auth_prefix: str
 
     def prepare(
         self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
@@ -182,6 +185,11 @@ class Adapter(Protocol):
 
     def stream_decoder(self) -> StreamDecoder:
         """A fresh decoder for one streamed chat answer."""
+        ...
+
+    def error_body(self, status: int, message: str) -> bytes:
+        """An error answer in this provider's own JSON shape, for answers keymux makes itself
+        (no key left for a forwarded request, a proxy token refused)."""
         ...
 
     def usage_of(self, body: Any) -> Usage:

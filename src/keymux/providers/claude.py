@@ -33,6 +33,20 @@ __all__ = ["ClaudeAdapter", "ClaudeStreamDecoder"]
 
 PROVIDER = "claude"
 API_VERSION = "2023-06-01"
+
+#: status -> error.type of the error answers keymux writes in Anthropic's shape
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 DEFAULT_MAX_TOKENS = 1024
 
 #: caller parameters this adapter rewrites; everything else passes through
@@ -415,9 +429,18 @@ class ClaudeAdapter(AdapterBase):
     default_base_url = "https://api.anthropic.com"
     default_models: Mapping[str, str] = {"chat": "claude-sonnet-4-5"}
     endpoints = frozenset({"chat"})
+    #: where the key goes (the Anthropic SDK 2.x sends its key as a Bearer token instead, and a
+    #: forwarded request keeps the SDK's choice)
+    auth_header = "x-api-key"
+    auth_prefix = ""
 
     def __repr__(self) -> str:
         return "keymux.providers.ClaudeAdapter()"
+
+    def error_body(self, status: int, message: str) -> bytes:
+        """An error answer in Anthropic's own shape (for answers keymux makes itself)."""
+        etype = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return _dumps({"type": "error", "error": {"type": etype, "message": message}})
 
     def prepare(
         self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool

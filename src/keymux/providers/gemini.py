@@ -44,6 +44,19 @@ __all__ = ["GeminiAdapter", "GeminiStreamDecoder"]
 PROVIDER = "gemini"
 API_VERSION = "v1beta"
 
+#: HTTP status -> google.rpc.Code name, for the error answers keymux writes in Google's shape
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
 _JSON_HEADERS = MappingProxyType({"content-type": "application/json"})
 _STREAM_HEADERS = MappingProxyType(
     {"content-type": "application/json", "accept": "text/event-stream"}
@@ -578,9 +591,17 @@ class GeminiAdapter(AdapterBase):
         "embed": "gemini-embedding-001",
     }
     endpoints = frozenset({"chat", "embed"})
+    #: where the key goes (never a ``key=`` query parameter: URLs end up in logs)
+    auth_header = "x-goog-api-key"
+    auth_prefix = ""
 
     def __repr__(self) -> str:
         return "keymux.providers.GeminiAdapter()"
+
+    def error_body(self, status: int, message: str) -> bytes:
+        """An error answer in Google's own shape (for answers keymux makes itself)."""
+        code = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+        return _dumps({"error": {"code": status, "message": message, "status": code}})
 
     def prepare(
         self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool

@@ -82,6 +82,20 @@ _STREAM_HEADERS = MappingProxyType(
     {"Content-Type": "application/json", "Accept": "text/event-stream"}
 )
 
+#: status -> (error.type, error.code) of the error answers keymux writes in OpenAI's shape
+_ERROR_SHAPES: Mapping[int, tuple[str, str | None]] = MappingProxyType(
+    {
+        400: ("invalid_request_error", None),
+        401: ("invalid_request_error", "invalid_api_key"),
+        403: ("invalid_request_error", "unsupported_country_region_territory"),
+        404: ("invalid_request_error", "not_found"),
+        413: ("invalid_request_error", "request_too_large"),
+        429: ("requests", "rate_limit_exceeded"),
+        503: ("service_unavailable_error", None),
+        504: ("timeout", None),
+    }
+)
+
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _NON_TEXT_PART_CHARS = 1000  # an image or audio part counts as ~250 tokens in estimates
 _DEFAULT_MAX_OUTPUT = 256
@@ -300,6 +314,9 @@ class OpenAIAdapter(AdapterBase):
         {"chat": "gpt-4o-mini", "embed": "text-embedding-3-small"}
     )
     endpoints: frozenset[str] = frozenset({"chat", "embed"})
+    #: where the key goes: ``auth_header: auth_prefix + key``
+    auth_header: str = "Authorization"
+    auth_prefix: str = "Bearer "
 
     #: put between the base URL and the endpoint paths (Groq's SDK puts "/openai/v1" there)
     _api_prefix: str = ""
@@ -421,6 +438,15 @@ class OpenAIAdapter(AdapterBase):
         return Prepared(
             "POST", path, headers, self._encode(body), body["model"], "Authorization", "Bearer "
         )
+
+    def error_body(self, status: int, message: str) -> bytes:
+        """An error answer in this provider's own shape (for answers keymux makes itself)."""
+        etype, code = _ERROR_SHAPES.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        return _dumps(
+            {"error": {"message": message, "type": etype, "param": None, "code": code}}
+        ).encode()
 
     def probe(self, *, base_url: str, api_key: str) -> HttpRequest:
         headers = {"Authorization": "Bearer " + api_key, "Accept": "application/json"}
