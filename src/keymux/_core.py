@@ -23,7 +23,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ._clock import Clock
 from ._config import MuxConfig, Timeout
@@ -45,7 +45,7 @@ from ._retry import LaneAction, decide, error_class
 from ._types import Kind, Outcome, Parsed, Response, Usage
 from .providers import SSEParser, StreamDecoder, StreamFailure
 
-__all__ = ["Core", "Head"]
+__all__ = ["Core", "Head", "Telemetry"]
 
 log = logging.getLogger("keymux")
 
@@ -58,6 +58,19 @@ QUOTA_PROBE_MAX = 6 * 3600.0
 _PROBE_TIMEOUT = Timeout(total=10.0, connect=5.0)
 
 _NO_DEADLINE = contextlib.nullcontext()
+
+
+class Telemetry(Protocol):
+    """Who wants to hear about every attempt (the proxy's /metrics). Called on the core's
+    loop; must not block."""
+
+    def waited(self, lane: Lane, seconds: float) -> None:
+        """A request got ``lane`` after waiting ``seconds`` (0 when a key was free at once)."""
+
+    def attempted(self, lane: Lane, outcome: str, status: int, seconds: float) -> None:
+        """An attempt on ``lane`` ended: ``outcome`` is "ok" or the failure's kind
+        ("rate_limited", "server_error", "transport", ...), ``status`` the HTTP status (0 for
+        none), ``seconds`` from sending to the end of the answer."""
 
 
 class _Call:
@@ -175,6 +188,8 @@ class Core:
         self._running: set[asyncio.Task[Any]] = set()
         self._closing_tasks: set[asyncio.Task[Any]] = set()
         self._probe_handles: set[Any] = set()
+        #: told of every attempt when set (None: nothing is measured)
+        self.telemetry: Telemetry | None = None
 
     @property
     def closed(self) -> bool:
@@ -243,6 +258,7 @@ class Core:
         prepared = req.prepared
         dispatch = self.dispatch
         while True:
+            asked = self.clock.now()
             try:
                 lane = await dispatch.acquire(req)
             except NoKeyAvailableError:
@@ -256,6 +272,8 @@ class Core:
                 lane.retries += 1
             adapter = lane.adapter
             c.sent_at = self.clock.now()
+            if self.telemetry is not None:
+                self.telemetry.waited(lane, c.sent_at - asked)
             try:
                 exchange = await self.engine.open(
                     prepared.for_key(
@@ -298,6 +316,7 @@ class Core:
     def _failed(self, c: _Call, lane: Lane, outcome: Outcome) -> float:
         """Apply the verdict on an attempt to its key, free the slot, and say how long the
         request waits before its next attempt; raises the final error when it has none."""
+        self._tell(lane, c, outcome.kind.value, outcome.status)
         try:
             # the answer's effect on the key (cooldown, parking, disabling) lands before its
             # slot is freed, or the freed slot sends the next waiter straight into the key
@@ -311,6 +330,10 @@ class Core:
         if counts:
             c.retries += 1
         return delay
+
+    def _tell(self, lane: Lane, c: _Call, outcome: str, status: int) -> None:
+        if self.telemetry is not None:
+            self.telemetry.attempted(lane, outcome, status, self.clock.now() - c.sent_at)
 
     def _after_failure(
         self, lane: Lane, req: Request, outcome: Outcome, retries: int, attempts: int
@@ -393,8 +416,10 @@ class Core:
             code=outcome.code,
         )
 
-    def _succeeded(self, lane: Lane, req: Request, usage: Usage) -> None:
+    def _succeeded(self, lane: Lane, c: _Call, status: int, usage: Usage) -> None:
         """A 2xx answer was read to its end: settle the budget, count it."""
+        req = c.req
+        self._tell(lane, c, "ok", status)
         budget = lane.budget
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
@@ -405,8 +430,8 @@ class Core:
         lane.input_tokens += usage.input_tokens
         lane.output_tokens += usage.output_tokens
 
-    def _response(self, lane: Lane, c: _Call, parsed: Parsed, raw: Any) -> Response:
-        self._succeeded(lane, c.req, parsed.usage)
+    def _response(self, lane: Lane, c: _Call, status: int, parsed: Parsed, raw: Any) -> Response:
+        self._succeeded(lane, c, status, parsed.usage)
         return Response(
             text=parsed.text,
             provider=lane.provider,
@@ -473,6 +498,7 @@ class Core:
             parsed = lane.adapter.parse(c.req.endpoint, data)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             lane.failures += 1
+            self._tell(lane, c, Kind.MALFORMED.value, status)
             detail = str(exc) or type(exc).__name__
             error = MalformedResponseError(
                 f"{lane.provider} key {lane.name!r}: the answer (HTTP {status}) was not "
@@ -485,7 +511,7 @@ class Core:
             if lane.secret.reveal() not in detail:
                 raise error from exc
         else:
-            return self._response(lane, c, parsed, data)
+            return self._response(lane, c, status, parsed, data)
         # the parser quoted the key (an echoing server): raised outside the handler, so that
         # neither __cause__ nor __context__ carries it
         raise error
@@ -531,7 +557,7 @@ class Core:
                         break
                 if failure is None:
                     lane.observe_latency(self.clock.now() - c.sent_at)
-                    final = self._response(lane, c, decoder.result(), None)
+                    final = self._response(lane, c, exchange.status, decoder.result(), None)
             finally:
                 exchange.close()
                 if failure is None or delivered or failure.kind is Kind.MALFORMED:
@@ -541,8 +567,10 @@ class Core:
                 yield final
                 return
             assert failure is not None
-            if delivered:
+            if delivered or failure.kind is Kind.MALFORMED:
                 lane.failures += 1
+                self._tell(lane, c, failure.kind.value, failure.status)
+            if delivered:
                 raise StreamError(
                     f"{lane.provider} key {lane.name!r}: the stream broke after {delivered} "
                     f"chunks ({sum(map(len, text))} characters) had reached the caller: "
@@ -557,7 +585,6 @@ class Core:
                     text_received="".join(text),
                 )
             if failure.kind is Kind.MALFORMED:
-                lane.failures += 1
                 raise MalformedResponseError(
                     f"{lane.provider} key {lane.name!r}: {_scrub(failure.message, lane)}",
                     provider=lane.provider,
@@ -604,7 +631,7 @@ class Core:
                         failure = exc.outcome(exchange.status)
                     else:
                         lane.observe_latency(self.clock.now() - c.sent_at)
-                        self._succeeded(lane, req, _usage_of(lane, body))
+                        self._succeeded(lane, c, exchange.status, _usage_of(lane, body))
                         finished = True
                         self.dispatch.release(lane)
                         yield head
@@ -651,7 +678,7 @@ class Core:
                     if failure is None:
                         lane.observe_latency(self.clock.now() - c.sent_at)
                         usage = decoder.result().usage if decoding else Usage()
-                        self._succeeded(lane, req, usage)
+                        self._succeeded(lane, c, exchange.status, usage)
                         finished = True
             finally:
                 exchange.close()
@@ -662,6 +689,7 @@ class Core:
             assert failure is not None
             if passed:
                 lane.failures += 1
+                self._tell(lane, c, failure.kind.value, failure.status)
                 raise StreamError(
                     f"{lane.provider} key {lane.name!r}: the stream broke after {passed} bytes "
                     f"had reached the caller: {_scrub(failure.message, lane)}. It is not "
