@@ -537,17 +537,52 @@ async def test_claude_requires_max_tokens(
     }
 
 
-async def test_claude_rejects_bearer_auth(
+@pytest.mark.parametrize(
+    ("auth", "version"),
+    [
+        ({"x-api-key": CLAUDE_KEY}, "2023-06-01"),  # anthropic 0.x
+        ({"Authorization": f"Bearer {CLAUDE_KEY}"}, "2026-10-21"),  # anthropic 2.x
+        ({"x-api-key": CLAUDE_KEY}, "2026-10-21"),
+        ({"Authorization": f"bearer {CLAUDE_KEY}"}, "2023-06-01"),
+    ],
+    ids=["x-api-key", "bearer", "x-api-key-2026", "bearer-lowercase"],
+)
+async def test_claude_accepts_both_auth_forms_and_versions(
+    auth: dict[str, str], version: str, make_emu: MakeEmu, session: aiohttp.ClientSession
+) -> None:
+    emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY, rpm=3))
+    url, body = chat_request(emu, "claude")
+    headers = {**auth, "anthropic-version": version}
+    answer = await send(session, "POST", url, headers=headers, json_body=body)
+    assert answer.status == 200, answer.raw
+    assert answer.json()["type"] == "message"
+    assert answer.headers["anthropic-ratelimit-requests-remaining"] == "2"
+    assert emu.stats()["keys"]["sk-...0001"]["ok"] == 1
+
+
+async def test_claude_refuses_wrong_bearer_and_unknown_version(
     make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY))
     url, body = chat_request(emu, "claude")
-    headers = {"Authorization": f"Bearer {CLAUDE_KEY}", "anthropic-version": "2023-06-01"}
-    answer = await send(session, "POST", url, headers=headers, json_body=body)
+    wrong = {"Authorization": "Bearer sk-ant-not-this-one-0000", "anthropic-version": "2026-10-21"}
+    answer = await send(session, "POST", url, headers=wrong, json_body=body)
     assert answer.status == 401
-    error = answer.json()
-    assert error["type"] == "error"
-    assert error["error"]["type"] == "authentication_error"
+    assert answer.json()["error"] == {
+        "type": "authentication_error",
+        "message": "invalid x-api-key",
+    }
+    basic = {"Authorization": f"Basic {CLAUDE_KEY}", "anthropic-version": "2026-10-21"}
+    answer = await send(session, "POST", url, headers=basic, json_body=body)
+    assert answer.status == 401
+    assert answer.json()["error"]["message"] == "x-api-key header is required"
+    old = {"x-api-key": CLAUDE_KEY, "anthropic-version": "2020-01-01"}
+    answer = await send(session, "POST", url, headers=old, json_body=body)
+    assert answer.status == 400
+    assert answer.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "anthropic-version: '2020-01-01' is not a valid version",
+    }
 
 
 async def test_gemini_requires_contents(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
@@ -689,7 +724,7 @@ async def test_rpm_window(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     await clock.set(1019.266)  # 0.734 s before the window ends
-    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, rpm=20))
+    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, rpm=20), rate_model="fixed")
     for n in range(20):
         answer = await chat(session, emu, "openai")
         assert answer.status == 200
@@ -722,7 +757,9 @@ async def test_rpm_window(
 async def test_reset_headers_count_down(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, rpm=100, tpm=100_000))
+    emu = await make_emu(
+        EmulatorKey("openai", OPENAI_KEY, rpm=100, tpm=100_000), rate_model="fixed"
+    )
     seen: list[float] = []
     for step in (0.0, 0.5, 30.0, 29.25):
         await clock.advance(step)
@@ -779,7 +816,9 @@ async def test_rpd_limit(
 async def test_groq_headers_are_per_day_and_413(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey("groq", GROQ_KEY, rpm=2, rpd=1000, tpm=200))
+    emu = await make_emu(
+        EmulatorKey("groq", GROQ_KEY, rpm=2, rpd=1000, tpm=200, rate_model="fixed")
+    )
     first = await chat(session, emu, "groq")
     assert first.headers["x-ratelimit-limit-requests"] == "1000"
     assert first.headers["x-ratelimit-remaining-requests"] == "999"
@@ -809,7 +848,7 @@ async def test_claude_rate_limit_headers(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     await clock.advance(12.3456)
-    emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY, rpm=1, tpm=1000))
+    emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY, rpm=1, tpm=1000), rate_model="fixed")
     first = await chat(session, emu, "claude")
     headers = first.headers
     assert headers["anthropic-ratelimit-requests-limit"] == "1"
@@ -835,7 +874,7 @@ async def test_gemini_quota_errors(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     await clock.advance(59.266)
-    emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY, rpm=1, rpd=2))
+    emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY, rpm=1, rpd=2), rate_model="fixed")
     assert (await chat(session, emu, "gemini")).status == 200
     refused = await chat(session, emu, "gemini")
     assert refused.status == 429
@@ -897,7 +936,9 @@ async def test_fault_revoked(
 async def test_fault_quota_spent(
     provider: str, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey(provider, KEYS[provider], faults=Faults(quota_spent=True)))
+    emu = await make_emu(
+        EmulatorKey(provider, KEYS[provider], faults=Faults(quota_spent=True)), rate_model="fixed"
+    )
     answer = await chat(session, emu, provider)
     assert answer.status == 429
     body = answer.json()
@@ -1194,6 +1235,8 @@ async def test_stats_never_show_the_key(make_emu: MakeEmu, session: aiohttp.Clie
         "faults": {},
         "provider": "openai",
         "limits": {"rpm": 1},
+        "rate_model": "sliding",
+        "models": {"gpt-4o-mini": {"requests": 2, "rate_limited": 1, "tokens": 19}},
     }
     assert stats["keys"]["groq-main"]["streams"] == 1
     assert stats["total"]["requests"] == 3

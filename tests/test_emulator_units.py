@@ -84,7 +84,7 @@ def test_rfc3339_ms() -> None:
 
 
 def test_limits_windows_are_aligned_and_refusals_are_free() -> None:
-    limits = Limits(rpm=2, tpm=100, rpd=3, window=10.0, day_window=100.0)
+    limits = Limits(rpm=2, tpm=100, rpd=3, window=10.0, day_window=100.0, rate_model="fixed")
     assert limits.admit(95.0, 10) is None
     assert limits.admit(99.9, 10) is None
     refused = limits.admit(99.95, 10)

@@ -23,7 +23,6 @@ from ._content import (
     text_tokens,
 )
 from ._dialect import Ctx, Dialect, Reply, StreamPlan, dumps
-from ._keys import EmulatorKey
 from ._limits import Verdict, proto_duration
 
 __all__ = ["GEMINI_METHODS", "GeminiDialect"]
@@ -261,11 +260,11 @@ class GeminiDialect(Dialect):
             ],
         )
 
-    def rate_limited(self, verdict: Verdict, key: EmulatorKey, ctx: Ctx) -> Reply:
+    def rate_limited(self, verdict: Verdict, ctx: Ctx) -> Reply:
         return self._exhausted(verdict.dimension, verdict.limit, verdict.reset_in, ctx.model)
 
-    def quota_spent(self, key: EmulatorKey, day_reset_in: float, ctx: Ctx) -> Reply:
-        return self._exhausted("rpd", key.rpd or 250, day_reset_in, ctx.model)
+    def quota_spent(self, rpd: int | None, day_reset_in: float, ctx: Ctx) -> Reply:
+        return self._exhausted("rpd", rpd or 250, day_reset_in, ctx.model)
 
     def server_error(self, ctx: Ctx) -> Reply:
         return Reply(500, {"error": dict(_INTERNAL)})
