@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from types import MappingProxyType
@@ -47,14 +48,16 @@ def check_rate_model(value: object, name: str = "rate_model") -> str:
 
 
 def _seconds(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not 0 <= value < math.inf:
         return None
     return float(value)
 
 
 def check_latency(value: object, name: str = "latency") -> Latency:
-    """Seconds (a number >= 0) or a ``(low, high)`` pair with ``0 <= low <= high``; ValueError
-    otherwise. A list pair (from JSON) becomes a tuple."""
+    """Seconds (a finite number >= 0) or a ``(low, high)`` pair with ``0 <= low <= high``;
+    ValueError otherwise. A list pair (from JSON) becomes a tuple."""
     if isinstance(value, list | tuple):
         if len(value) == 2:
             low, high = _seconds(value[0]), _seconds(value[1])
