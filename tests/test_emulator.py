@@ -49,9 +49,27 @@ class Answer:
 # --- fixtures -------------------------------------------------------------------------------
 
 
+class ParkingClock(FakeClock):
+    """A FakeClock that tells when someone starts waiting on it (a timer is set)."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start=start)
+        self._parked = asyncio.Event()
+
+    def call_at(self, when: float, callback: object) -> Any:
+        handle = super().call_at(when, callback)
+        self._parked.set()
+        return handle
+
+    async def parked(self, timeout: float = 5.0) -> None:
+        """Return once a timer has been set since the last call; fail after ``timeout``."""
+        await asyncio.wait_for(self._parked.wait(), timeout)
+        self._parked.clear()
+
+
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=START)
+def clock() -> ParkingClock:
+    return ParkingClock(start=START)
 
 
 @pytest.fixture
@@ -1129,14 +1147,11 @@ async def test_fault_stream_error(
 
 
 async def test_latency_waits_on_the_clock(
-    clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
+    clock: ParkingClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, latency=5.0))
     task = asyncio.create_task(chat(session, emu, "openai"))
-    for _ in range(500):
-        if clock.next_timer() is not None:
-            break
-        await asyncio.sleep(0.001)
+    await clock.parked()
     assert clock.next_timer() == pytest.approx(START + 5.0)
     assert not task.done()
     await clock.advance(5.0)
@@ -1163,13 +1178,16 @@ async def test_stream_chunk_delay(
 
 
 async def test_stop_cancels_parked_requests(
-    make_emu: MakeEmu, session: aiohttp.ClientSession
+    clock: ParkingClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, latency=1000.0))
     task = asyncio.create_task(chat(session, emu, "openai"))
-    await asyncio.sleep(0.05)
+    await clock.parked()  # the request reached the emulator and waits out its latency
+    assert emu.stats()["total"]["requests"] == 1
+    assert not task.done()
     await asyncio.wait_for(emu.stop(), timeout=2)
-    with pytest.raises(aiohttp.ClientError):
+    # the server hung up on a request it had accepted (not "connection refused")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
         await task
 
 
