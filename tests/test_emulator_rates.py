@@ -410,6 +410,13 @@ def test_other_providers_limit_each_model(dialect: object, model: str) -> None:
     assert dialect.model_scope(model) == model  # type: ignore[attr-defined]
 
 
+def test_gemini_resource_names_are_their_model() -> None:
+    scope = GeminiDialect().model_scope
+    assert scope("models/gemini-2.5-pro") == scope("gemini-2.5-pro") == "gemini-2.5-pro"
+    key = EmulatorKey("gemini", "AIza-x", rpm=10, models={"models/gemini-2.5-pro": {"rpm": 2}})
+    assert key.limits_for("gemini-2.5-pro", scope)["rpm"] == 2
+
+
 def test_limits_for_applies_overrides_by_scope() -> None:
     key = EmulatorKey(
         "claude",

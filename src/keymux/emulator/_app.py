@@ -55,7 +55,8 @@ _MAX_BODY = 32 * 1024 * 1024
 
 
 class _Scope:
-    """The budget of one model scope of one key, and what it has seen."""
+    """The budget of one model scope of one key, and what it has seen: ``requests`` that
+    reached its limits, how many of them the limits refused, the ``tokens`` charged."""
 
     __slots__ = ("limits", "rate_limited", "requests", "tokens")
 
@@ -371,7 +372,7 @@ class Emulator:
 
         return handler
 
-    def shared_dialect(self, request: web.Request) -> Dialect:
+    def _shared_dialect(self, request: web.Request) -> Dialect:
         """Whose ``/v1/models`` this is: ``anthropic-version`` or ``x-api-key`` -> Anthropic,
         ``x-goog-api-key`` or a ``key=`` query -> Gemini, anything else -> OpenAI."""
         headers = request.headers
@@ -383,7 +384,7 @@ class Emulator:
 
     def _shared_route(self, op: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(request, self.shared_dialect(request), op)
+            return await self._handle(request, self._shared_dialect(request), op)
 
         return handler
 

@@ -108,6 +108,10 @@ class GeminiDialect(Dialect):
     default_model = "gemini-2.5-flash"
     default_embedding_model = "gemini-embedding-001"
 
+    def model_scope(self, model: str) -> str:
+        """Per model; ``models/gemini-2.5-pro`` (a resource name) is ``gemini-2.5-pro``."""
+        return model.removeprefix("models/")
+
     def credential(self, request: web.Request) -> str | None:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
         return (key.strip() or None) if key else None
