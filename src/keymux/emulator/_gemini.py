@@ -1,7 +1,9 @@
-"""Google Gemini (``/v1beta/models/{model}:{method}``): google.rpc.Status errors, no rate headers.
+"""Google Gemini (``/v1beta/models/{model}:{method}``, the same under ``/v1``): google.rpc.Status
+errors, no rate headers.
 
-The key comes in ``x-goog-api-key`` (or ``?key=``). A 429 says which window in its QuotaFailure
-``quotaId`` (``PerMinute`` / ``PerDay``) and when to retry in RetryInfo ``retryDelay``.
+The key comes in ``x-goog-api-key`` (or ``?key=``). Limits are per model. A 429 says which
+window in its QuotaFailure ``quotaId`` (``PerMinute`` / ``PerDay``) and when to retry in
+RetryInfo ``retryDelay``.
 ``:streamGenerateContent?alt=sse`` is data-only SSE without an end marker: the final chunk
 carries ``finishReason`` and the full ``usageMetadata``. Without ``alt=sse`` it is a JSON array.
 """
