@@ -5,12 +5,17 @@ from keymux import Multiplexer
 with Multiplexer.from_env() as mux:
     client = mux.get_openai_client(strategy="rate-aware")
     print(client("chat", messages=[{"role": "user", "content": "Hello"}]).text)
+
+The public names are the ones in ``__all__``; every module whose name starts with ``_`` is
+private and may change. Test helpers (``FakeClock``) live in ``keymux.testing``.
 """
 
-from __future__ import annotations
+from collections.abc import Mapping as _Mapping
+from types import MappingProxyType as _MappingProxyType
+from typing import Any as _Any
 
 from ._client import ProviderClient
-from ._clock import Clock, FakeClock, SystemClock
+from ._clock import Clock, SystemClock
 from ._config import Timeout
 from ._errors import (
     AuthenticationError,
@@ -34,10 +39,15 @@ from ._errors import (
 )
 from ._multiplexer import ApiKeyMultiplexer, Multiplexer
 from ._secret import Secret
-from ._strategies import STRATEGIES
+from ._strategies import STRATEGIES as _STRATEGIES
+from ._strategies import LaneView as KeyView
+from ._strategies import Strategy
 from ._types import Response, Usage
 
 __version__ = "0.1.0.dev0"
+
+#: the built-in strategies by name (read-only; ``"specific"`` is ``key_name=``, not a function)
+STRATEGIES: _Mapping[str, Strategy[KeyView]] = _MappingProxyType(_STRATEGIES)
 
 __all__ = [
     "STRATEGIES",
@@ -49,7 +59,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionError",
-    "FakeClock",
+    "KeyView",
     "KeymuxError",
     "MalformedResponseError",
     "Multiplexer",
@@ -62,6 +72,7 @@ __all__ = [
     "RequestTimeoutError",
     "Response",
     "Secret",
+    "Strategy",
     "StreamError",
     "SystemClock",
     "Timeout",
@@ -71,3 +82,13 @@ __all__ = [
     "Usage",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    # ``from keymux import FakeClock`` predates ``keymux.testing``; it keeps working (without a
+    # warning: the test suites run with warnings as errors) but is not part of the public face
+    if name == "FakeClock":
+        from .testing import FakeClock
+
+        return FakeClock
+    raise AttributeError(f"module 'keymux' has no attribute {name!r}")

@@ -1,7 +1,10 @@
 """keymux's exception tree.
 
 Every error keymux raises is a ``KeymuxError``. Messages name the provider and the key *name*,
-never a secret.
+never a secret. Where a builtin exception means the same thing, keymux's class is also one of
+those (``ConfigError`` is a ``ValueError``, ``RequestTimeoutError`` a ``TimeoutError``,
+``keymux.ConnectionError`` the builtin ``ConnectionError``), so ``except ConnectionError:`` in
+code that knows nothing of keymux catches it too.
 
     KeymuxError
     ├── ConfigError (also ValueError)           a configuration mistake, raised at once
@@ -17,13 +20,17 @@ never a secret.
     │   ├── MalformedResponseError              the answer was not valid JSON or lacked fields
     │   └── StreamError                         a stream broke after some chunks reached the caller
     ├── TransportError
-    │   ├── RequestTimeoutError (also TimeoutError)   an attempt or the call's deadline timed out
-    │   └── ConnectionError                     the connection failed or was reset
+    │   ├── RequestTimeoutError (also TimeoutError)
+    │   │                                       an attempt or the call's deadline timed out
+    │   └── ConnectionError (also builtins.ConnectionError)
+    │                                           the connection failed or was reset
     ├── UnsupportedError (also ValueError)      the provider cannot do that endpoint
     └── ClosedError (also RuntimeError)         the multiplexer is closed
 """
 
 from __future__ import annotations
+
+import builtins
 
 __all__ = [
     "AuthenticationError",
@@ -178,7 +185,7 @@ class RequestTimeoutError(TransportError, TimeoutError):
     """An attempt timed out, or the call's deadline passed."""
 
 
-class ConnectionError(TransportError):  # noqa: A001 - keymux.ConnectionError, by design
+class ConnectionError(TransportError, builtins.ConnectionError):  # noqa: A001 - by design
     """The connection could not be made or was reset."""
 
 
