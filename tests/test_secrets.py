@@ -433,7 +433,6 @@ def test_env_problems_never_show_the_key(tmp_path: Path, logs: pytest.LogCapture
         f"OPENAI_API_KEY_2=\n"
         f"GEMINI_API_KEYS={CANARY},,{CANARY}\n"
         f"ANTHROPIC_API_KEY={CANARY} trailing\n"
-        f"OPENAI_BASE_URL=not-a-url-{CANARY}\n"
     )
     env_file.chmod(0o644)
     mux = keymux.Multiplexer.from_env(dotenv_path=env_file, environ={})
@@ -442,6 +441,12 @@ def test_env_problems_never_show_the_key(tmp_path: Path, logs: pytest.LogCapture
         assert_clean(str(problem), "str(EnvProblem)")
     assert_mux_clean(mux)
     mux.close()
+    # an unusable base URL is an error, not a problem: it must not show the value either
+    with env_file.open("a", encoding="utf-8") as stream:
+        stream.write(f"OPENAI_BASE_URL=not-a-url-{CANARY}\n")
+    with pytest.raises(keymux.ConfigError, match="OPENAI_BASE_URL") as info:
+        keymux.Multiplexer.from_env(dotenv_path=env_file, environ={})
+    assert_exception_clean(info.value)
 
 
 # --- Secret itself ----------------------------------------------------------------------------

@@ -89,9 +89,15 @@ class Multiplexer:
         environ: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Multiplexer:
-        """A multiplexer with every key found in ``os.environ`` and ``./.env``."""
-        mux = cls(**kwargs)
+        """A multiplexer with every key found in ``environ`` (default ``os.environ``) and the
+        ``dotenv_path`` file (default ``./.env``; None for none).
+
+        Malformed lines and bad key values are logged (by file, line and variable name, never
+        by value), kept in ``env_problems`` and skipped. A ``*_BASE_URL`` variable that is set
+        but is not a usable URL raises ``ConfigError`` instead of sending to the real API.
+        """
         scan = discover_keys(environ, dotenv_path=dotenv_path, use_dotenv=dotenv_path is not None)
+        mux = cls(**kwargs)
         mux._load_scan(scan)
         return mux
 
@@ -99,8 +105,7 @@ class Multiplexer:
         self.env_problems = list(scan.problems)
         for problem in scan.problems:  # names files, lines and variables, never values
             if problem.level != "info":
-                where = problem.source + (f":{problem.line}" if problem.line else "")
-                log.warning("keymux: %s: %s", where, problem.message)
+                log.warning("keymux: %s", problem)
         for spec in scan.keys:
             self._add_spec(spec)
 
