@@ -408,6 +408,16 @@ def test_a_bad_strategy_names_the_ones_there_are(
         assert name in line
 
 
+def test_a_bad_base_url_flag_does_not_echo_its_value(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["check", "--groq-base-url", CANARY])
+    line = one_line_error(capsys)
+    assert "http://127.0.0.1:8700" in line  # what a usable one looks like
+    assert CANARY not in line
+
+
 def test_strategy_aliases_are_accepted(clean_env: Path) -> None:
     from keymux.cli import _parser
 

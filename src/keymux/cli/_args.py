@@ -95,9 +95,10 @@ def base_url(text: str) -> str:
     try:
         url = check_base_url(text)
     except ConfigError:
+        # (not the value: a key pasted into the wrong flag must not be echoed)
         raise argparse.ArgumentTypeError(
-            f"needs an http:// or https:// URL with a host, like http://127.0.0.1:8700 "
-            f"(keymux emulate), got {text!r}"
+            "needs an http:// or https:// URL with a host, like http://127.0.0.1:8700 "
+            "(keymux emulate)"
         ) from None
     assert url is not None
     return url
