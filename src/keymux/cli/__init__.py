@@ -7,6 +7,7 @@ end in one line on stderr naming the problem and what to do, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from rich.console import Console
 from .. import __version__
 from .._env import PROVIDER_VARIABLES
 from .._errors import KeymuxError
+from .._names import PROVIDERS as _PROVIDERS
 from ._args import (
     CliError,
     Parser,
@@ -27,8 +29,6 @@ from ._args import (
 )
 
 __all__ = ["main"]
-
-_PROVIDERS = ("openai", "groq", "claude", "gemini")
 
 
 def _env_default(name: str, default: str) -> str:
@@ -241,8 +241,6 @@ def _fail(command: str, message: str) -> None:
 
 def _listen_error(exc: BaseException, host: str, port: int) -> str:
     """One line for a server that could not listen on ``host:port``."""
-    import errno
-
     where = f"{host}:{port}"
     if isinstance(exc, OverflowError) or not 0 <= port <= 65535:
         return f"--port {port} is not a port: use 1-65535 (0 picks a free one)"
