@@ -15,7 +15,6 @@ import pytest
 from fakes import Chunks, ScriptedEngine, error, ok, rate_limited, transport_failure
 from keymux import (
     AuthenticationError,
-    FakeClock,
     MalformedResponseError,
     Multiplexer,
     NoKeyAvailableError,
@@ -25,6 +24,7 @@ from keymux import (
 )
 from keymux._core import Head
 from keymux._forward import prepare_forward
+from keymux.testing import FakeClock
 
 HI = [{"role": "user", "content": "Say hi"}]
 SSE = {"Content-Type": "text/event-stream"}
@@ -250,7 +250,7 @@ async def test_a_forwarded_request_puts_the_lanes_key_where_the_placeholder_was(
 async def test_a_forwarded_request_fails_over_on_429_before_the_caller_sees_it(rigs: Any) -> None:
     rig = rigs("a", "b")
     rig.script("a", rate_limited(30.0))
-    head, body = await rig.forward()
+    head, _ = await rig.forward()
     assert (head.status, head.key_name, head.attempts) == (200, "b", 2)
     assert rig.stats("a")["rate_limited"] == 1
     assert rig.clock.now() == 1000.0  # moved on at once, nobody slept
@@ -281,7 +281,8 @@ async def test_a_forwarded_stream_passes_chunks_through_as_they_arrive(rigs: Any
     rig.script("a", stream(first, 5.0, second, USAGE, DONE))
     gen = rig.mux._gateway.aforward(rig.forwarded(stream=True))
     head = await gen.__anext__()
-    assert isinstance(head, Head) and head.status == 200
+    assert isinstance(head, Head)
+    assert head.status == 200
     assert await gen.__anext__() == first  # unchanged bytes, before the next chunk exists
     assert rig.clock.now() == 1000.0
     rest = asyncio.ensure_future(_drain(gen))
@@ -308,7 +309,7 @@ async def test_a_forwarded_stream_broken_after_bytes_went_out(rigs: Any) -> None
     gen = rig.mux._gateway.aforward(rig.forwarded(stream=True))
     assert isinstance(await gen.__anext__(), Head)
     assert await gen.__anext__() == event("half")
-    with pytest.raises(StreamError, match="after .* bytes"):
+    with pytest.raises(StreamError, match=r"after \d+ bytes"):
         await gen.__anext__()
     assert len(rig.engine.calls()) == 1
     assert rig.in_flight() == 0
