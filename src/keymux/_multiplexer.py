@@ -118,8 +118,12 @@ class Multiplexer:
         rpd: float | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        priority: int = 0,
     ) -> None:
-        """Add a key. ``provider``: "openai", "groq", "claude" ("anthropic") or "gemini"."""
+        """Add a key. ``provider``: "openai", "groq", "claude" ("anthropic") or "gemini".
+
+        ``priority`` is the key's tier (0 first): a key of a later tier gets work only while no
+        key of an earlier tier has both budget and a free slot."""
         provider = canonical_provider(provider)
         if isinstance(api_key, Secret):
             secret = api_key
@@ -138,6 +142,7 @@ class Multiplexer:
             rpd=rpd,
             weight=weight,
             group=group,
+            priority=priority,
         )
         self._add_spec(spec)
 
