@@ -26,9 +26,18 @@ from .._errors import (
     RateLimitedError,
 )
 from .._forward import answer_headers
-from ..providers import ADAPTERS
+from .._secret import Secret
+from ..providers import ADAPTERS, SSEParser, StreamFailure
 
-__all__ = ["Answer", "answer_of", "attempt_timeout", "is_event_stream", "refusal", "refusal_status"]
+__all__ = [
+    "Answer",
+    "EndWatch",
+    "answer_of",
+    "attempt_timeout",
+    "is_event_stream",
+    "refusal",
+    "refusal_status",
+]
 
 KEY_HEADER = "x-keymux-key"
 ATTEMPTS_HEADER = "x-keymux-attempts"
@@ -66,10 +75,15 @@ def is_event_stream(headers: Mapping[str, str]) -> bool:
     return headers.get("Content-Type", "").startswith("text/event-stream")
 
 
-def answer_of(head: Head, body: bytes | None) -> Answer:
+def answer_of(head: Head, body: bytes | None, secret: Secret | None = None) -> Answer:
     """A forwarded answer as the SDK gets it: hop-by-hop headers dropped (``answer_headers``),
-    keymux's own added. A final failure (``head.error``) says ``x-should-retry: false``."""
+    keymux's own added. A final failure (``head.error``) says ``x-should-retry: false``. The
+    answering key's ``secret``, should a server echo it in a header, is masked (the core has
+    already masked it in error bodies)."""
     headers = [(k, v) for k, v in answer_headers(head.headers) if k.lower() not in _OURS]
+    if secret is not None:
+        value = secret.reveal()
+        headers = [(k, v.replace(value, secret.masked)) for k, v in headers]
     headers.append((KEY_HEADER, head.key_name))
     headers.append((ATTEMPTS_HEADER, str(head.attempts)))
     if head.error is not None:
@@ -128,3 +142,33 @@ def _timeout(connect: float | None, read: float | None) -> Timeout | None:
     if connect is None and read is None:
         return None
     return Timeout(total=None, connect=connect, read=read)
+
+
+class EndWatch:
+    """Watches a forwarded event stream go by, to tell whether the provider's end marker
+    (``[DONE]``, ``message_stop``, a final ``finishReason``) has been passed to the SDK.
+
+    WORKAROUND (remove when ``Core.forward`` counts a stream as answered once its decoder is
+    done): the Stainless SDKs stop reading at the end marker and close the response without
+    reading the body's end, and ``Core.forward`` then counts the stream as abandoned (no
+    success, no usage). When the marker went by, the transport reads the few bytes left
+    before closing (``_transport.DRAIN_S`` at most)."""
+
+    __slots__ = ("_decoder", "_parser", "done")
+
+    def __init__(self, provider: str) -> None:
+        self._parser: SSEParser | None = SSEParser()
+        self._decoder = ADAPTERS[provider].stream_decoder()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        parser = self._parser
+        if parser is None or self.done:
+            return
+        try:
+            for event in parser.feed(chunk):
+                self._decoder.feed(event)
+        except (StreamFailure, ValueError, TypeError, KeyError):
+            self._parser = None  # an error event, or not the provider's format: not ours to judge
+            return
+        self.done = self._decoder.done

@@ -21,6 +21,7 @@ secret)::
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -30,8 +31,7 @@ from typing import Any
 
 from .._core import Head
 from .._errors import ConfigError, ConnectionError, KeymuxError, RequestTimeoutError, StreamError
-from .._sync import Runtime
-from ._answer import Answer
+from ._answer import Answer, EndWatch
 from ._route import Route, open_exchange
 
 __all__ = ["DEFAULT_LIBRARY", "LIBRARIES", "Flavour", "async_client", "flavour", "sync_client"]
@@ -57,6 +57,10 @@ _BODY_ERRORS = MappingProxyType(
 )
 
 Forward = AsyncGenerator[Head | bytes, None]
+
+#: seconds a closed stream whose end marker went by may take to deliver its last bytes (see
+#: ``EndWatch``); a server sends them at once, so this only bounds a misbehaving one
+DRAIN_S = 0.5
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -174,7 +178,7 @@ class _Transport:
             raise f.raised(exc, request) from exc
         if forward is None:
             return f.response(answer)
-        return f.response(answer, f.stream(route.runtime, forward, f, request))
+        return f.response(answer, f.stream(route, forward, f, request))
 
     def close(self) -> None:
         """Nothing to release: the multiplexer owns the connections."""
@@ -211,7 +215,7 @@ class _AsyncTransport:
             raise f.raised(exc, request) from exc
         if forward is None:
             return f.response(answer)
-        return f.response(answer, f.async_stream(route.runtime, forward, f, request))
+        return f.response(answer, f.async_stream(route, forward, f, request))
 
     async def aclose(self) -> None:
         """Nothing to release: the multiplexer owns the connections."""
@@ -221,61 +225,69 @@ class _Stream:
     """A streamed body, pulled from keymux's loop thread one chunk at a time as the SDK reads
     it. ``close()`` (the SDK closing the response early) frees the key's slot at once."""
 
-    def __init__(self, runtime: Runtime, forward: Forward, flavour: Flavour, request: Any) -> None:
-        self._runtime = runtime
+    def __init__(self, route: Route, forward: Forward, flavour: Flavour, request: Any) -> None:
+        self._runtime = route.runtime
         self._forward: Forward | None = forward
         self._flavour = flavour
         self._request = request
+        self._watch = EndWatch(route.provider)
 
     def __iter__(self) -> Iterator[bytes]:
         run = self._runtime.run
+        watch = self._watch
         while (forward := self._forward) is not None:
             try:
-                chunk = run(lambda: _next_chunk(forward))
+                chunk = run(functools.partial(_next_chunk, forward))
             except StopAsyncIteration:
                 self._forward = None
                 return
             except KeymuxError as exc:
                 self._forward = None
                 raise self._flavour.broken(exc, self._request) from exc
+            watch.feed(chunk)
             yield chunk
 
     def close(self) -> None:
         forward, self._forward = self._forward, None
         if forward is not None:
-            self._runtime.run(lambda: _close(forward))
+            end = _drain if self._watch.done else _close
+            self._runtime.run(functools.partial(end, forward))
 
 
 class _AsyncStream:
     """A streamed body read on the caller's loop as the SDK reads it; ``aclose()`` frees the
     key's slot at once."""
 
-    def __init__(self, runtime: Runtime, forward: Forward, flavour: Flavour, request: Any) -> None:
-        self._runtime = runtime
+    def __init__(self, route: Route, forward: Forward, flavour: Flavour, request: Any) -> None:
+        self._runtime = route.runtime
         self._forward: Forward | None = forward
         self._flavour = flavour
         self._request = request
+        self._watch = EndWatch(route.provider)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         runtime = self._runtime
+        watch = self._watch
         while (forward := self._forward) is not None:
             try:
                 if runtime.is_home():
                     chunk = await _next_chunk(forward)
                 else:
-                    chunk = await runtime.arun(lambda: _next_chunk(forward))
+                    chunk = await runtime.arun(functools.partial(_next_chunk, forward))
             except StopAsyncIteration:
                 self._forward = None
                 return
             except KeymuxError as exc:
                 self._forward = None
                 raise self._flavour.broken(exc, self._request) from exc
+            watch.feed(chunk)
             yield chunk
 
     async def aclose(self) -> None:
         forward, self._forward = self._forward, None
         if forward is not None:
-            await self._runtime.arun(lambda: _close(forward))
+            end = _drain if self._watch.done else _close
+            await self._runtime.arun(functools.partial(end, forward))
 
 
 async def _next_chunk(forward: Forward) -> bytes:
@@ -286,3 +298,16 @@ async def _next_chunk(forward: Forward) -> bytes:
 
 async def _close(forward: Forward) -> None:
     await forward.aclose()
+
+
+async def _drain(forward: Forward) -> None:
+    """Read what is left of a stream whose end marker went by (see ``EndWatch``), so keymux
+    counts it as answered; then close it."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in forward:
+                pass
+    except (TimeoutError, KeymuxError):
+        pass  # the SDK has its whole answer; keymux counts the rest as it sees fit
+    finally:
+        await forward.aclose()
