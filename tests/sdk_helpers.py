@@ -89,6 +89,7 @@ class Streamed:
 
     deltas: list[str]
     error: BaseException | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -207,6 +208,10 @@ class _Stainless:
     @staticmethod
     def delta(chunk: Any) -> str | None:
         return (chunk.choices[0].delta.content or None) if chunk.choices else None
+
+    @staticmethod
+    def stream_headers(stream: Any, event: Any) -> Mapping[str, str]:
+        return stream.response.headers  # type: ignore[no-any-return]
 
     def embed(self, client: Any, model: str, inputs: list[str]) -> list[list[float]]:
         return [d.embedding for d in client.embeddings.create(model=model, input=inputs).data]
@@ -328,6 +333,12 @@ class _Genai:
     def delta(chunk: Any) -> str | None:
         return chunk.text or None
 
+    @staticmethod
+    def stream_headers(stream: Any, event: Any) -> Mapping[str, str]:
+        if event is None or event.sdk_http_response is None:
+            return {}
+        return {k.lower(): v for k, v in (event.sdk_http_response.headers or {}).items()}
+
     def embed(self, client: Any, model: str, inputs: list[str]) -> list[list[float]]:
         resp = client.models.embed_content(model=model, contents=inputs)
         return [e.values for e in resp.embeddings]
@@ -434,7 +445,9 @@ class Sdk:
         if self.is_async:
             try:
                 stream = await family.aopen_stream(self.client, model, messages, timeout)
+                out.headers = family.stream_headers(stream, None)
                 async for event in stream:
+                    out.headers = out.headers or family.stream_headers(stream, event)
                     if (d := family.delta(event)) is not None:
                         out.deltas.append(d)
             except Exception as exc:
@@ -443,7 +456,10 @@ class Sdk:
 
         def collect() -> Streamed:
             try:
-                for event in family.open_stream(self.client, model, messages, timeout):
+                stream = family.open_stream(self.client, model, messages, timeout)
+                out.headers = family.stream_headers(stream, None)
+                for event in stream:
+                    out.headers = out.headers or family.stream_headers(stream, event)
                     if (d := family.delta(event)) is not None:
                         out.deltas.append(d)
             except Exception as exc:
