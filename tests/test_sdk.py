@@ -638,3 +638,21 @@ def test_an_echoed_key_is_masked_in_the_answers_headers() -> None:
     assert headers["x-keymux-attempts"] == "2"
     assert "Content-Length" not in headers  # the library frames the body itself
     assert secret.reveal() not in json.dumps(answer.headers)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_closed_multiplexer_answers_503_and_the_sdk_does_not_retry(
+    make_rig: MakeRig, mode: str
+) -> None:
+    sdk = Sdk("openai", mode)
+    rig = make_rig(KeyPlan("openai", "k1"))
+    async with opened(sdk, rig.multiplexer()) as mux:
+        sdk.build(mux)
+    refused = await sdk.error()
+    assert refused.status == 503
+    assert refused.headers["x-should-retry"] == "false"
+    message = _message("openai", refused.body)
+    assert "closed" in message
+    assert "k1" in message
+    assert sdk.sent == 1
+    assert rig.server.requests == []

@@ -36,6 +36,7 @@ from conftest import KeyPlan, MakeRig, Rig
 from keymux import KeymuxError, Multiplexer, Response
 from keymux._clock import SystemClock
 from keymux.emulator import Faults
+from keymux.transports import LIBRARIES
 from sdk_helpers import (
     EMBED_MODELS,
     HELLO,
@@ -254,6 +255,12 @@ def assert_final(err: Err, caller: Caller, sent: int = 1) -> None:
     if err.status is not None:
         assert err.should_retry == "false"
     assert caller.sent == sent
+
+
+def library_errors(exc: BaseException | None) -> set[str]:
+    """The names of the httpx / httpx2 exceptions in ``exc``'s chain."""
+    assert exc is not None
+    return {type(e).__name__ for e in chain(exc) if type(e).__module__.split(".")[0] in LIBRARIES}
 
 
 def assert_no_secret(rig: Rig, *blobs: object) -> None:
@@ -503,6 +510,8 @@ async def test_a_stream_broken_midway_is_not_retried(
     broke = next(e for e in chain(out.error) if isinstance(e, KeymuxError))
     assert isinstance(broke, keymux.StreamError)
     assert broke.key_name == "k1"
+    if caller.sdk is not None:  # the HTTP library's own error, which the SDK knows
+        assert "RemoteProtocolError" in library_errors(out.error)
     assert rig.emu_stats(k1)["requests"] == 1
     assert rig.emu_stats(k2)["requests"] == 0
 
@@ -572,6 +581,10 @@ async def test_a_hanging_pinned_key_times_out(
     assert isinstance(err.keymux, keymux.RequestTimeoutError)
     assert err.key_name == "k1"
     assert err.status is None
+    if caller.sdk is not None:
+        assert "TimeoutException" in library_errors(err.exc)
+        if provider != "gemini":  # the Stainless SDKs map it to their own
+            assert type(err.exc).__name__ == "APITimeoutError"
     assert rig.emu_stats(k1)["requests"] <= 1  # keymux's one attempt (the SDK added none)
 
 
@@ -602,6 +615,10 @@ async def test_a_reset_connection_fails_when_pinned_and_moves_when_not(
     assert isinstance(err.keymux, keymux.ConnectionError)
     assert err.keymux.attempts == 3
     assert err.key_name == "k1"
+    if caller.sdk is not None:
+        assert "ConnectError" in library_errors(err.exc)
+        if provider != "gemini":
+            assert type(err.exc).__name__ == "APIConnectionError"
     assert all(r.key_name == "k2" for r in results)
 
 

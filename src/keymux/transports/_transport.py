@@ -175,7 +175,10 @@ class _Transport:
         try:
             answer, forward = route.runtime.run(lambda: open_exchange(route, req))
         except KeymuxError as exc:
-            raise f.raised(exc, request) from exc
+            mapped = f.raised(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         if forward is None:
             return f.response(answer)
         return f.response(answer, f.stream(route, forward, f, request))
@@ -212,7 +215,10 @@ class _AsyncTransport:
         try:
             answer, forward = await route.runtime.arun(lambda: open_exchange(route, req))
         except KeymuxError as exc:
-            raise f.raised(exc, request) from exc
+            mapped = f.raised(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         if forward is None:
             return f.response(answer)
         return f.response(answer, f.async_stream(route, forward, f, request))
