@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from . import transports
 from ._client import ProviderClient
 from ._clock import Clock, SystemClock
 from ._config import KeySpec, MuxConfig, RetryPolicy, Timeout
@@ -241,6 +242,69 @@ class Multiplexer:
         self, key_name: str | None = None, strategy: str | Strategy[Any] = "round-robin"
     ) -> ProviderClient:
         return self.get_client("gemini", key_name=key_name, strategy=strategy)
+
+    # -- the official SDKs, through keymux ---------------------------------------------------
+
+    def http_client(
+        self,
+        provider: str,
+        *,
+        key_name: str | None = None,
+        strategy: str | Strategy[Any] = "round-robin",
+        library: str | None = None,
+    ) -> Any:
+        """An ``httpx2.Client`` (or with ``library="httpx"`` an ``httpx.Client``) for an official
+        SDK's ``http_client=``: every request goes through this multiplexer's keys. The default
+        library is the one ``provider``'s current SDK builds on (groq: httpx; the others: httpx2).
+        Used from sync code, its requests run on keymux's loop thread."""
+        provider, library = self._sdk_library(provider, library)
+        return transports.sync_client(self._sdk_route(provider, key_name, strategy), library)
+
+    def async_http_client(
+        self,
+        provider: str,
+        *,
+        key_name: str | None = None,
+        strategy: str | Strategy[Any] = "round-robin",
+        library: str | None = None,
+    ) -> Any:
+        """An ``httpx2.AsyncClient`` (or ``httpx.AsyncClient``) for an official SDK's async
+        client; its requests run on the caller's event loop."""
+        provider, library = self._sdk_library(provider, library)
+        return transports.async_client(self._sdk_route(provider, key_name, strategy), library)
+
+    def _sdk_library(self, provider: str, library: str | None) -> tuple[str, str]:
+        """The canonical provider and the HTTP library for its drop-in client (importable:
+        ConfigError naming the extra to install otherwise)."""
+        provider = canonical_provider(provider)
+        library = transports.DEFAULT_LIBRARY[provider] if library is None else library
+        transports.flavour(library)
+        return provider, library
+
+    def _sdk_route(
+        self, provider: str, key_name: str | None, strategy: str | Strategy[Any]
+    ) -> transports.Route:
+        """Where a drop-in client's requests go: pinned to ``key_name``, or spread by
+        ``strategy`` (checked as ``get_client`` checks them)."""
+        if key_name is not None:
+            lanes = self._core.dispatch.providers[provider].lanes
+            if key_name not in lanes:
+                known = ", ".join(lanes) or "none"
+                raise ConfigError(f"{provider} has no key named {key_name!r} (known: {known})")
+            name, fn = "specific", None
+        elif strategy == "specific":
+            raise ConfigError('strategy "specific" needs key_name=')
+        else:
+            name, fn = resolve_strategy(strategy)
+        return transports.Route(
+            gateway=self._gateway,
+            core=self._core,
+            runtime=self._runtime,
+            provider=provider,
+            pin=key_name,
+            strategy=fn,
+            strategy_name=name,
+        )
 
     # -- statistics -------------------------------------------------------------------------
 
