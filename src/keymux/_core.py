@@ -58,6 +58,8 @@ QUOTA_PROBE_MAX = 6 * 3600.0
 _PROBE_TIMEOUT = Timeout(total=10.0, connect=5.0)
 
 _NO_DEADLINE = contextlib.nullcontext()
+#: the most a forwarded stream's opening bytes are held back for, waiting for its first text
+_HOLD_BYTES = 64 * 1024
 
 
 class Telemetry(Protocol):
@@ -630,6 +632,7 @@ class Core:
             failure: Outcome | None = None
             passed = 0  # bytes that reached the caller
             finished = released = False
+            decoder: StreamDecoder | None = None
             try:
                 if not _is_event_stream(exchange.headers):
                     try:
@@ -650,8 +653,11 @@ class Core:
                 else:
                     decoder = lane.adapter.stream_decoder()
                     parser = SSEParser()
-                    held: list[bytes] = []  # bytes kept until the first event proved sound
-                    decoding = True
+                    # bytes kept back until the stream proved sound (its first text, or its end):
+                    # until then a failure is retried as if nothing had arrived
+                    held: list[bytes] = []
+                    kept = 0
+                    decoding, proven = True, False
                     while True:
                         try:
                             with self._deadline(c, what):
@@ -661,36 +667,53 @@ class Core:
                             break
                         if decoding:
                             try:
-                                events = parser.feed(chunk) if chunk else parser.close()
-                                for event in events:
-                                    decoder.feed(event)
+                                for event in parser.feed(chunk) if chunk else parser.close():
+                                    if decoder.feed(event):
+                                        proven = True
                             except StreamFailure as exc:
                                 if not passed:
                                     failure = _stream_failure(exc, exchange.status)
                                     break
                                 decoding = False  # the caller sees the error event itself
                             except (ValueError, TypeError, KeyError):
-                                decoding = False  # not ours to judge: pass it on as it is
-                            else:
-                                if not passed and not events and chunk:
-                                    held.append(chunk)
-                                    continue
+                                # not the provider's format: not ours to judge, pass it on
+                                decoding, proven = False, True
+                        if (
+                            not passed
+                            and chunk
+                            and not proven
+                            and not _finished(decoder)
+                            and kept < _HOLD_BYTES
+                        ):
+                            held.append(chunk)
+                            kept += len(chunk)
+                            continue
                         if not passed:
                             yield head
                         if held:
                             chunk = b"".join([*held, chunk])
                             held.clear()
-                        if chunk:
-                            passed += len(chunk)
-                            yield chunk
-                        else:
+                        if not chunk:
                             break
+                        passed += len(chunk)
+                        yield chunk
                     if failure is None:
                         lane.observe_latency(self.clock.now() - c.sent_at)
                         usage = decoder.result().usage if decoding else Usage()
                         self._succeeded(lane, c, exchange.status, usage)
                         finished = True
             finally:
+                if (
+                    not finished
+                    and failure is None
+                    and passed
+                    and decoder is not None
+                    and _finished(decoder)
+                ):
+                    # the caller stopped at the provider's end marker (the SDKs do): answered
+                    lane.observe_latency(self.clock.now() - c.sent_at)
+                    self._succeeded(lane, c, exchange.status, decoder.result().usage)
+                    finished = True
                 exchange.close()
                 if not released and (finished or failure is None or passed):
                     self.dispatch.release(lane, req)

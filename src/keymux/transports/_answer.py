@@ -27,11 +27,10 @@ from .._errors import (
 )
 from .._forward import answer_headers
 from .._secret import Secret
-from ..providers import ADAPTERS, SSEParser, StreamFailure
+from ..providers import ADAPTERS
 
 __all__ = [
     "Answer",
-    "EndWatch",
     "answer_of",
     "attempt_timeout",
     "is_event_stream",
@@ -142,33 +141,3 @@ def _timeout(connect: float | None, read: float | None) -> Timeout | None:
     if connect is None and read is None:
         return None
     return Timeout(total=None, connect=connect, read=read)
-
-
-class EndWatch:
-    """Watches a forwarded event stream go by, to tell whether the provider's end marker
-    (``[DONE]``, ``message_stop``, a final ``finishReason``) has been passed to the SDK.
-
-    WORKAROUND (remove when ``Core.forward`` counts a stream as answered once its decoder is
-    done): the Stainless SDKs stop reading at the end marker and close the response without
-    reading the body's end, and ``Core.forward`` then counts the stream as abandoned (no
-    success, no usage). When the marker went by, the transport reads the few bytes left
-    before closing (``_transport.DRAIN_S`` at most)."""
-
-    __slots__ = ("_decoder", "_parser", "done")
-
-    def __init__(self, provider: str) -> None:
-        self._parser: SSEParser | None = SSEParser()
-        self._decoder = ADAPTERS[provider].stream_decoder()
-        self.done = False
-
-    def feed(self, chunk: bytes) -> None:
-        parser = self._parser
-        if parser is None or self.done:
-            return
-        try:
-            for event in parser.feed(chunk):
-                self._decoder.feed(event)
-        except (StreamFailure, ValueError, TypeError, KeyError):
-            self._parser = None  # an error event, or not the provider's format: not ours to judge
-            return
-        self.done = self._decoder.done

@@ -21,7 +21,6 @@ secret)::
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -31,7 +30,7 @@ from typing import Any
 
 from .._core import Head
 from .._errors import ConfigError, ConnectionError, KeymuxError, RequestTimeoutError, StreamError
-from ._answer import Answer, EndWatch
+from ._answer import Answer
 from ._route import Route, open_exchange
 
 __all__ = ["DEFAULT_LIBRARY", "LIBRARIES", "Flavour", "async_client", "flavour", "sync_client"]
@@ -57,10 +56,6 @@ _BODY_ERRORS = MappingProxyType(
 )
 
 Forward = AsyncGenerator[Head | bytes, None]
-
-#: seconds a closed stream whose end marker went by may take to deliver its last bytes (see
-#: ``EndWatch``); a server sends them at once, so this only bounds a misbehaving one
-DRAIN_S = 0.5
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -236,11 +231,9 @@ class _Stream:
         self._forward: Forward | None = forward
         self._flavour = flavour
         self._request = request
-        self._watch = EndWatch(route.provider)
 
     def __iter__(self) -> Iterator[bytes]:
         run = self._runtime.run
-        watch = self._watch
         while (forward := self._forward) is not None:
             try:
                 chunk = run(functools.partial(_next_chunk, forward))
@@ -250,14 +243,12 @@ class _Stream:
             except KeymuxError as exc:
                 self._forward = None
                 raise self._flavour.broken(exc, self._request) from exc
-            watch.feed(chunk)
             yield chunk
 
     def close(self) -> None:
         forward, self._forward = self._forward, None
         if forward is not None:
-            end = _drain if self._watch.done else _close
-            self._runtime.run(functools.partial(end, forward))
+            self._runtime.run(functools.partial(_close, forward))
 
 
 class _AsyncStream:
@@ -269,11 +260,9 @@ class _AsyncStream:
         self._forward: Forward | None = forward
         self._flavour = flavour
         self._request = request
-        self._watch = EndWatch(route.provider)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         runtime = self._runtime
-        watch = self._watch
         while (forward := self._forward) is not None:
             try:
                 if runtime.is_home():
@@ -286,14 +275,12 @@ class _AsyncStream:
             except KeymuxError as exc:
                 self._forward = None
                 raise self._flavour.broken(exc, self._request) from exc
-            watch.feed(chunk)
             yield chunk
 
     async def aclose(self) -> None:
         forward, self._forward = self._forward, None
         if forward is not None:
-            end = _drain if self._watch.done else _close
-            await self._runtime.arun(functools.partial(end, forward))
+            await self._runtime.arun(functools.partial(_close, forward))
 
 
 async def _next_chunk(forward: Forward) -> bytes:
@@ -304,16 +291,3 @@ async def _next_chunk(forward: Forward) -> bytes:
 
 async def _close(forward: Forward) -> None:
     await forward.aclose()
-
-
-async def _drain(forward: Forward) -> None:
-    """Read what is left of a stream whose end marker went by (see ``EndWatch``), so keymux
-    counts it as answered; then close it."""
-    try:
-        async with asyncio.timeout(DRAIN_S):
-            async for _ in forward:
-                pass
-    except (TimeoutError, KeymuxError):
-        pass  # the SDK has its whole answer; keymux counts the rest as it sees fit
-    finally:
-        await forward.aclose()
