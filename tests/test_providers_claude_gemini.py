@@ -38,6 +38,8 @@ USER_HI = [{"role": "user", "content": "Say hi"}]
 #: the Unix time answers arrive at in these tests
 WALL = 1_767_225_600.0
 
+from keymux._types import USER_AGENT  # noqa: E402
+
 
 def claude_build(params: dict[str, Any], *, stream: bool = False, model: str | None = None) -> Any:
     req = CLAUDE.build(
@@ -110,6 +112,7 @@ def test_claude_request_matches_the_reference_example() -> None:
         "x-api-key": CLAUDE_KEY,
         "anthropic-version": "2023-06-01",
         "content-type": "application/json",
+        "user-agent": USER_AGENT,
     }
     assert req.body == (
         b'{"model":"claude-sonnet-4-5","max_tokens":256,'
@@ -935,7 +938,11 @@ def test_gemini_request_matches_the_reference_example() -> None:
     assert req.url == (
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
     )
-    assert req.headers == {"x-goog-api-key": GEMINI_KEY, "content-type": "application/json"}
+    assert req.headers == {
+        "x-goog-api-key": GEMINI_KEY,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
     assert body == {
         "contents": [{"role": "user", "parts": [{"text": "Say hi"}]}],
         "generationConfig": {"maxOutputTokens": 64, "temperature": 0.7},
@@ -970,7 +977,7 @@ def test_gemini_urls_never_carry_the_key(
         assert req.headers["accept"] == "text/event-stream"
     probe = GEMINI.probe(base_url=GEMINI_BASE + "/", api_key=GEMINI_KEY)
     assert probe.url == f"{GEMINI_BASE}/v1beta/models?pageSize=1"
-    assert probe.headers == {"x-goog-api-key": GEMINI_KEY}
+    assert probe.headers == {"x-goog-api-key": GEMINI_KEY, "user-agent": USER_AGENT}
     assert probe.method == "GET"
 
 

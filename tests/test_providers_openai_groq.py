@@ -36,6 +36,8 @@ HI = [{"role": "user", "content": "Say hi"}]
 #: the Unix time answers arrive at in these tests
 WALL = 1_767_225_600.0
 
+from keymux._types import USER_AGENT  # noqa: E402
+
 
 def body_of(request: HttpRequest) -> Any:
     assert request.body is not None
@@ -140,6 +142,7 @@ def test_build_chat_exact_body(adapter: Adapter, model: str) -> None:
     assert request.headers == {
         "Authorization": f"Bearer {KEY}",
         "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
         "Accept": "application/json",
     }
     assert KEY not in repr(request)

@@ -259,8 +259,10 @@ class Core:
         req = c.req
         prepared = req.prepared
         dispatch = self.dispatch
+        now = self.clock.now
+        telemetry = self.telemetry
         while True:
-            asked = self.clock.now()
+            asked = now() if telemetry is not None else 0.0
             try:
                 lane = await dispatch.acquire(req)
             except NoKeyAvailableError:
@@ -273,9 +275,9 @@ class Core:
             if c.attempts > 1:
                 lane.retries += 1
             adapter = lane.adapter
-            c.sent_at = self.clock.now()
-            if self.telemetry is not None:
-                self.telemetry.waited(lane, c.sent_at - asked)
+            c.sent_at = now()
+            if telemetry is not None:
+                telemetry.waited(lane, c.sent_at - asked)
             try:
                 exchange = await self.engine.open(
                     prepared.for_key(
@@ -304,7 +306,7 @@ class Core:
                     raise
                 finally:
                     exchange.close()
-                lane.observe_latency(self.clock.now() - c.sent_at)
+                lane.observe_latency(now() - c.sent_at)
                 outcome = adapter.classify(status, exchange.headers, body, self.clock.wall())
                 c.answer = (lane, status, exchange.headers, body)
             delay = self._failed(c, lane, outcome)
@@ -429,7 +431,8 @@ class Core:
     def _succeeded(self, lane: Lane, c: _Call, status: int, usage: Usage) -> None:
         """A 2xx answer was read to its end: settle the budget, count it."""
         req = c.req
-        self._tell(lane, c, "ok", status)
+        if self.telemetry is not None:
+            self._tell(lane, c, "ok", status)
         budget = req.budget or lane.book.get(req.scope)
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
@@ -440,7 +443,9 @@ class Core:
         lane.input_tokens += usage.input_tokens
         lane.output_tokens += usage.output_tokens
 
-    def _response(self, lane: Lane, c: _Call, status: int, parsed: Parsed, raw: Any) -> Response:
+    def _response(
+        self, lane: Lane, c: _Call, status: int, parsed: Parsed, raw: Any, now: float
+    ) -> Response:
         self._succeeded(lane, c, status, parsed.usage)
         return Response(
             text=parsed.text,
@@ -449,7 +454,7 @@ class Core:
             model=parsed.model,
             usage=parsed.usage,
             attempts=c.attempts,
-            latency_s=self.clock.now() - c.started,
+            latency_s=now - c.started,
             raw=raw,
             embeddings=parsed.embeddings,
             finish_reason=parsed.finish_reason,
@@ -478,9 +483,10 @@ class Core:
                         self.dispatch.release(lane, req)
                         raise
                     else:
-                        lane.observe_latency(self.clock.now() - c.sent_at)
+                        now = self.clock.now()
+                        lane.observe_latency(now - c.sent_at)
                         try:
-                            return self._parse(lane, c, exchange.status, body)
+                            return self._parse(lane, c, exchange.status, body, now)
                         finally:
                             self.dispatch.release(lane, req)
                     finally:
@@ -500,7 +506,7 @@ class Core:
         finally:
             self._running.discard(task)
 
-    def _parse(self, lane: Lane, c: _Call, status: int, body: bytes) -> Response:
+    def _parse(self, lane: Lane, c: _Call, status: int, body: bytes, now: float) -> Response:
         """A 2xx body read by the adapter; MalformedResponseError (not retried: the provider
         may have done the work) when it is not usable."""
         try:
@@ -521,7 +527,7 @@ class Core:
             if lane.secret.reveal() not in detail:
                 raise error from exc
         else:
-            return self._response(lane, c, status, parsed, data)
+            return self._response(lane, c, status, parsed, data, now)
         # the parser quoted the key (an echoing server): raised outside the handler, so that
         # neither __cause__ nor __context__ carries it
         raise error
@@ -566,8 +572,9 @@ class Core:
                             failure = _truncated(exchange.status)
                         break
                 if failure is None:
-                    lane.observe_latency(self.clock.now() - c.sent_at)
-                    final = self._response(lane, c, exchange.status, decoder.result(), None)
+                    now = self.clock.now()
+                    lane.observe_latency(now - c.sent_at)
+                    final = self._response(lane, c, exchange.status, decoder.result(), None, now)
             finally:
                 exchange.close()
                 if failure is None or delivered or failure.kind is Kind.MALFORMED:

@@ -255,25 +255,33 @@ class Dispatcher:
             return None
         avoid = req.avoid
         scope = req.scope
+        tokens = req.tokens
+        strategy: StrategyFn = req.strategy or round_robin
+        # the idle set is in least-recently-used order: round-robin takes its first usable lane
+        wanted = 1 if strategy is round_robin else CANDIDATES
         for tier in ps.tiers:
             idle = tier.idle
             if not idle:
                 continue
             candidates: list[Lane] = []
-            stale: list[Lane] = []
+            stale: list[Lane] | None = None
             scanned = 0
             for lane in idle:
                 if lane.in_flight >= lane.cap or not lane.enabled:
+                    if stale is None:
+                        stale = []
                     stale.append(lane)
                     continue
-                held = lane.held_until(now)
-                if held > now:
+                if lane.cooldown_until > now or lane.parked_until > now:
+                    if stale is None:
+                        stale = []
                     stale.append(lane)  # the key itself is cooling: no model may use it
-                    self._wake_at(lane, held)
+                    self._wake_at(lane, lane.held_until(now))
                     continue
                 if avoid and lane.name in avoid:
                     continue
-                ready = lane.book.get(scope).ready_at(now, req.tokens)
+                budget = lane.book.by_scope.get(scope) or lane.book.get(scope)
+                ready = budget.ready_at(now, tokens)
                 if ready > now:
                     # spent for this model only: it stays idle for the others
                     self._wake_at(lane, ready)
@@ -282,17 +290,17 @@ class Dispatcher:
                         break
                     continue
                 candidates.append(lane)
-                if len(candidates) >= CANDIDATES:
+                if len(candidates) >= wanted:
                     break
-            for lane in stale:
-                del idle[lane]
+            if stale is not None:
+                for lane in stale:
+                    del idle[lane]
             if not candidates:
                 continue
             if len(candidates) == 1:
                 return candidates[0]
             for lane in candidates:
                 lane.asked = scope
-            strategy: StrategyFn = req.strategy or round_robin
             return strategy(candidates, now)
         return None
 

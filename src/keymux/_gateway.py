@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from ._clock import Clock
@@ -129,13 +129,14 @@ class Gateway:
         core = self._core
         return self._runtime.run(lambda: core.call(req))
 
-    async def acall(self, req: Request) -> Response:
-        """Run a request from async code."""
+    def acall(self, req: Request) -> Awaitable[Response]:
+        """Run a request from async code: the awaitable to await (no coroutine frame of its
+        own on the usual path, where the core runs on the caller's loop)."""
         core = self._core
         runtime = self._runtime
-        if runtime.is_home():  # the usual case: no extra coroutine frames, no hop
-            return await core.call(req)
-        return await runtime.arun(lambda: core.call(req))
+        if runtime.is_home():
+            return core.call(req)
+        return runtime.arun(lambda: core.call(req))
 
     def stream(self, req: Request) -> Iterator[str | Response]:
         return self.iterate(lambda: self._core.stream(req))

@@ -17,8 +17,6 @@ from ._types import HttpRequest, Kind, Outcome
 
 __all__ = ["Engine", "Exchange", "TransportFailure"]
 
-USER_AGENT = "keymux/0.1 (+aiohttp)"
-
 
 class TransportFailure(Exception):
     """The exchange failed before a complete answer arrived."""
@@ -99,29 +97,33 @@ class Exchange:
 class Engine:
     """Sends keymux's ``HttpRequest``s. Created and closed on the core's event loop."""
 
-    __slots__ = ("_limit", "_session", "_timeouts")
+    __slots__ = ("_last", "_limit", "_session", "_timeouts")
 
     def __init__(self, *, limit: int = 0) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        self._last: tuple[Timeout, aiohttp.ClientTimeout] | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300),
-                headers={"User-Agent": USER_AGENT},
                 timeout=aiohttp.ClientTimeout(total=None),
             )
         return self._session
 
     def _timeout(self, timeout: Timeout) -> aiohttp.ClientTimeout:
+        last = self._last
+        if last is not None and last[0] is timeout:  # nearly always: the same few objects
+            return last[1]
         mapped = self._timeouts.get(timeout)
         if mapped is None:
             mapped = self._timeouts[timeout] = aiohttp.ClientTimeout(
                 total=timeout.total, connect=timeout.connect, sock_read=timeout.read
             )
+        self._last = (timeout, mapped)
         return mapped
 
     async def open(self, req: HttpRequest, timeout: Timeout) -> Exchange:

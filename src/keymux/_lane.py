@@ -57,26 +57,27 @@ class Request:
 class BudgetBook:
     """The rate budgets of one key, or of every key of one group: one per model scope."""
 
-    __slots__ = ("_budgets", "rpd", "rpm", "tpm")
+    __slots__ = ("by_scope", "rpd", "rpm", "tpm")
 
     def __init__(self, *, rpm: float | None, tpm: float | None, rpd: float | None) -> None:
         self.rpm = rpm
         self.tpm = tpm
         self.rpd = rpd
-        self._budgets: dict[str, Budget] = {}
+        #: scope -> its budget (read directly on the hot path; made by ``get``)
+        self.by_scope: dict[str, Budget] = {}
 
     def get(self, scope: str) -> Budget:
         """The budget of ``scope``, made on first use (configured limits apply to each)."""
-        budget = self._budgets.get(scope)
+        budget = self.by_scope.get(scope)
         if budget is None:
-            budget = self._budgets[scope] = Budget(rpm=self.rpm, tpm=self.tpm, rpd=self.rpd)
+            budget = self.by_scope[scope] = Budget(rpm=self.rpm, tpm=self.tpm, rpd=self.rpd)
         return budget
 
     def items(self) -> list[tuple[str, Budget]]:
-        return list(self._budgets.items())
+        return list(self.by_scope.items())
 
     def __repr__(self) -> str:
-        return f"BudgetBook({', '.join(self._budgets) or 'empty'})"
+        return f"BudgetBook({', '.join(self.by_scope) or 'empty'})"
 
 
 class Waiter:

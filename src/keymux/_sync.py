@@ -3,8 +3,9 @@
 * Async use first (``acall``, ``async with``): the core binds to the caller's running loop, so
   async callers pay no thread hop. When that loop shuts down (``asyncio.run`` finalising async
   generators), the core closes its HTTP session and unbinds; the next use binds again.
-* Sync use first: the core gets its own loop in a daemon thread ("portal"); sync callers hand
-  coroutines to it and wait on a ``concurrent.futures.Future``.
+* Sync use first: the core gets its own loop in a daemon thread ("portal"). Sync callers put
+  their call in the loop's inbox and wait on a lock the loop releases when the call is done;
+  the loop is woken once per batch of calls, not once per call.
 * A call from another loop or thread hops to the bound loop. A sync call made *on* the bound
   loop's thread would deadlock, so it is refused with a clear error.
 * After ``fork`` the child forgets the parent's loop and thread and binds anew.
@@ -12,18 +13,117 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
-import concurrent.futures
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._errors import ClosedError, UsageError
 
 __all__ = ["Runtime"]
 
 T = TypeVar("T")
+
+#: how many times this process came out of a fork as the child: a fact of the process, read on
+#: every call instead of asking the OS for the pid (a system call) each time
+_forks = [0]
+
+
+def _count_fork() -> None:
+    _forks[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)
+
+
+class _Handoff(Generic[T]):
+    """One sync call on its way to the loop and back: the caller blocks on ``lock`` (taken at
+    creation) until the loop has the result and releases it."""
+
+    __slots__ = ("error", "factory", "inbox", "lock", "result", "task")
+
+    def __init__(self, factory: Callable[[], Coroutine[Any, Any, T]], inbox: _Inbox) -> None:
+        self.factory = factory
+        self.inbox = inbox
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[T] | None = None
+
+    async def run(self) -> None:
+        """On the loop: run the call and hand its outcome back (no done-callback round)."""
+        try:
+            self.result = await self.factory()
+        except asyncio.CancelledError:
+            self.error = _loop_gone()
+            raise
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.inbox.finished(self)
+
+    def fail(self, error: BaseException) -> None:
+        if self.task is None and self.lock.locked():
+            self.error = error
+            self.lock.release()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Inbox:
+    """Sync calls waiting for one loop to start them; the loop drains it in one callback."""
+
+    __slots__ = ("calls", "done", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.calls: deque[_Handoff[Any]] = deque()
+        self.scheduled = False
+        #: calls that ended in this turn of the loop, their callers woken together at its end
+        self.done: list[_Handoff[Any]] = []
+
+    def finished(self, call: _Handoff[Any]) -> None:
+        done = self.done
+        done.append(call)
+        if len(done) == 1:
+            self.loop.call_soon(self.wake)
+
+    def wake(self) -> None:
+        """Wake the callers of every call that ended: together, so that they run while the
+        loop waits for I/O instead of each one contending with it for the interpreter."""
+        done, self.done = self.done, []
+        for call in done:
+            call.lock.release()
+
+    def put(self, call: _Handoff[Any]) -> None:
+        self.calls.append(call)
+        if not self.scheduled:
+            self.scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop is closed
+                self.fail_all()
+
+    def drain(self) -> None:
+        """On the loop: start every call that came in (one task each)."""
+        self.scheduled = False  # before draining: a call put after this wakes the loop again
+        calls = self.calls
+        create = self.loop.create_task
+        while calls:
+            call = calls.popleft()
+            call.task = create(call.run())
+
+    def fail_all(self) -> None:
+        while self.calls:
+            self.calls.popleft().fail(_loop_gone())
+        self.wake()
 
 
 class Runtime:
@@ -40,18 +140,19 @@ class Runtime:
         self._on_fork = on_fork
         self._name = name
         self._lock = threading.RLock()
-        self._pid = os.getpid()
+        self._forks = _forks[0]  # the process this runtime belongs to (see _forks)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None  # set when we own the loop (portal)
         self._sentinel: AsyncIterator[None] | None = None
+        self._inbox: _Inbox | None = None  # sync calls for ``loop``
 
     # -- binding ----------------------------------------------------------------------------
 
     def _check_fork(self) -> None:
-        if os.getpid() != self._pid:
+        if _forks[0] != self._forks:
             with self._lock:
-                if os.getpid() != self._pid:
-                    self._pid = os.getpid()
+                if _forks[0] != self._forks:
+                    self._forks = _forks[0]
                     self.loop = None
                     self._thread = None
                     self._sentinel = None
@@ -132,14 +233,25 @@ class Runtime:
     def run(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run a coroutine on the core's loop from synchronous code and wait for it."""
         loop = self.loop_for_sync()
-        future = asyncio.run_coroutine_threadsafe(factory(), loop)
+        inbox = self._inbox
+        if inbox is None or inbox.loop is not loop:
+            with self._lock:
+                inbox = self._inbox
+                if inbox is None or inbox.loop is not loop:
+                    inbox = self._inbox = _Inbox(loop)
+        call: _Handoff[T] = _Handoff(factory, inbox)
+        inbox.put(call)
         try:
-            return future.result()
-        except concurrent.futures.CancelledError as exc:
-            raise _loop_gone() from exc
-        except BaseException:
-            future.cancel()
+            call.lock.acquire()
+        except BaseException:  # interrupted (Ctrl-C) while waiting: the call stops too
+            try:
+                loop.call_soon_threadsafe(call.cancel)
+            except RuntimeError:
+                pass
             raise
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[return-value]
 
     async def arun(self, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run a coroutine on the core's loop from async code (no hop when already on it)."""
@@ -165,7 +277,7 @@ class Runtime:
     def is_home(self) -> bool:
         """True when called on the bound loop, in the process that bound it."""
         loop = self.loop
-        return loop is not None and _running_loop() is loop and os.getpid() == self._pid
+        return loop is not None and _running_loop() is loop and _forks[0] == self._forks
 
     def call_soon(self, fn: Callable[[], T]) -> T:
         """Run a plain function where the core's state may be changed, and return its result:
@@ -224,6 +336,9 @@ class Runtime:
             loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join(timeout=10)
+        inbox = self._inbox
+        if inbox is not None and inbox.loop is loop:
+            inbox.fail_all()  # calls that came in as the loop stopped: none is left hanging
 
 
 def _loop_gone() -> ClosedError:
@@ -233,7 +348,4 @@ def _loop_gone() -> ClosedError:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+    return asyncio.events._get_running_loop()

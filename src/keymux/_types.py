@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "USER_AGENT",
     "HttpRequest",
     "Kind",
     "LimitInfo",
@@ -20,7 +21,11 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True, frozen=True)
+#: what keymux's own requests say they are (forwarded requests keep their caller's)
+USER_AGENT = "keymux/0.1 (+aiohttp)"
+
+
+@dataclass(slots=True)
 class HttpRequest:
     """keymux's own description of one HTTP request; the engine sends it."""
 

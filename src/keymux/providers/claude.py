@@ -26,7 +26,17 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_float, parse_retry_after, parse_rfc3339
 from .._secret import mask
-from .._types import HttpRequest, Kind, LimitInfo, Outcome, Parsed, Prepared, RateSnapshot, Usage
+from .._types import (
+    USER_AGENT,
+    HttpRequest,
+    Kind,
+    LimitInfo,
+    Outcome,
+    Parsed,
+    Prepared,
+    RateSnapshot,
+    Usage,
+)
 from ._base import AdapterBase, SSEEvent, StreamFailure
 
 __all__ = ["ClaudeAdapter", "ClaudeStreamDecoder"]
@@ -478,7 +488,11 @@ class ClaudeAdapter(AdapterBase):
                 body["stop_sequences"] = list(stop)
             else:
                 raise _bad("stop must be a string or a list of strings")
-        headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
+        headers = {
+            "anthropic-version": API_VERSION,
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+        }
         if stream:
             body["stream"] = True
             headers["accept"] = "text/event-stream"
@@ -560,7 +574,7 @@ class ClaudeAdapter(AdapterBase):
 
     @staticmethod
     def _headers(api_key: str) -> dict[str, str]:
-        return {"x-api-key": api_key, "anthropic-version": API_VERSION}
+        return {"x-api-key": api_key, "anthropic-version": API_VERSION, "user-agent": USER_AGENT}
 
     @staticmethod
     def _unsupported(endpoint: str) -> UnsupportedError:

@@ -35,7 +35,7 @@ from urllib.parse import quote
 from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_proto_duration, parse_retry_after
 from .._secret import mask
-from .._types import HttpRequest, Kind, Outcome, Parsed, Prepared, RateSnapshot, Usage
+from .._types import USER_AGENT, HttpRequest, Kind, Outcome, Parsed, Prepared, RateSnapshot, Usage
 from ._base import AdapterBase, SSEEvent, StreamFailure
 from .claude import lowered, positive_int, prompt_tokens
 
@@ -57,9 +57,9 @@ _STATUS_NAMES = {
     504: "DEADLINE_EXCEEDED",
 }
 
-_JSON_HEADERS = MappingProxyType({"content-type": "application/json"})
+_JSON_HEADERS = MappingProxyType({"content-type": "application/json", "user-agent": USER_AGENT})
 _STREAM_HEADERS = MappingProxyType(
-    {"content-type": "application/json", "accept": "text/event-stream"}
+    {"content-type": "application/json", "accept": "text/event-stream", "user-agent": USER_AGENT}
 )
 DEFAULT_OUTPUT_TOKENS = 256
 
@@ -721,4 +721,4 @@ class GeminiAdapter(AdapterBase):
 
     def probe(self, *, base_url: str, api_key: str) -> HttpRequest:
         url = f"{base_url.rstrip('/')}/{API_VERSION}/models?pageSize=1"
-        return HttpRequest("GET", url, {"x-goog-api-key": api_key})
+        return HttpRequest("GET", url, {"x-goog-api-key": api_key, "user-agent": USER_AGENT})

@@ -20,7 +20,17 @@ from typing import Any, cast
 from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_float, parse_go_duration, parse_retry_after
 from .._secret import mask
-from .._types import HttpRequest, Kind, LimitInfo, Outcome, Parsed, Prepared, RateSnapshot, Usage
+from .._types import (
+    USER_AGENT,
+    HttpRequest,
+    Kind,
+    LimitInfo,
+    Outcome,
+    Parsed,
+    Prepared,
+    RateSnapshot,
+    Usage,
+)
 from ._base import AdapterBase, SSEEvent, StreamFailure
 
 __all__ = ["OpenAIAdapter", "OpenAIStreamDecoder", "scrub_secrets"]
@@ -77,9 +87,11 @@ _SECRET = re.compile(
     re.ASCII,
 )
 
-_JSON_HEADERS = MappingProxyType({"Content-Type": "application/json", "Accept": "application/json"})
+_JSON_HEADERS = MappingProxyType(
+    {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+)
 _STREAM_HEADERS = MappingProxyType(
-    {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    {"Content-Type": "application/json", "Accept": "text/event-stream", "User-Agent": USER_AGENT}
 )
 
 #: status -> (error.type, error.code) of the error answers keymux writes in OpenAI's shape
@@ -449,7 +461,7 @@ class OpenAIAdapter(AdapterBase):
         ).encode()
 
     def probe(self, *, base_url: str, api_key: str) -> HttpRequest:
-        headers = {"Authorization": "Bearer " + api_key, "Accept": "application/json"}
+        headers = {"Authorization": "Bearer " + api_key, **_JSON_HEADERS}
         return HttpRequest("GET", self.url(base_url, self._api_prefix + "/models"), headers)
 
     # -- answers --
