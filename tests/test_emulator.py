@@ -49,9 +49,27 @@ class Answer:
 # --- fixtures -------------------------------------------------------------------------------
 
 
+class ParkingClock(FakeClock):
+    """A FakeClock that tells when someone starts waiting on it (a timer is set)."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start=start)
+        self._parked = asyncio.Event()
+
+    def call_at(self, when: float, callback: object) -> Any:
+        handle = super().call_at(when, callback)
+        self._parked.set()
+        return handle
+
+    async def parked(self, timeout: float = 5.0) -> None:
+        """Return once a timer has been set since the last call; fail after ``timeout``."""
+        await asyncio.wait_for(self._parked.wait(), timeout)
+        self._parked.clear()
+
+
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(start=START)
+def clock() -> ParkingClock:
+    return ParkingClock(start=START)
 
 
 @pytest.fixture
@@ -537,17 +555,52 @@ async def test_claude_requires_max_tokens(
     }
 
 
-async def test_claude_rejects_bearer_auth(
+@pytest.mark.parametrize(
+    ("auth", "version"),
+    [
+        ({"x-api-key": CLAUDE_KEY}, "2023-06-01"),  # anthropic 0.x
+        ({"Authorization": f"Bearer {CLAUDE_KEY}"}, "2026-10-21"),  # anthropic 2.x
+        ({"x-api-key": CLAUDE_KEY}, "2026-10-21"),
+        ({"Authorization": f"bearer {CLAUDE_KEY}"}, "2023-06-01"),
+    ],
+    ids=["x-api-key", "bearer", "x-api-key-2026", "bearer-lowercase"],
+)
+async def test_claude_accepts_both_auth_forms_and_versions(
+    auth: dict[str, str], version: str, make_emu: MakeEmu, session: aiohttp.ClientSession
+) -> None:
+    emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY, rpm=3))
+    url, body = chat_request(emu, "claude")
+    headers = {**auth, "anthropic-version": version}
+    answer = await send(session, "POST", url, headers=headers, json_body=body)
+    assert answer.status == 200, answer.raw
+    assert answer.json()["type"] == "message"
+    assert answer.headers["anthropic-ratelimit-requests-remaining"] == "2"
+    assert emu.stats()["keys"]["sk-...0001"]["ok"] == 1
+
+
+async def test_claude_refuses_wrong_bearer_and_unknown_version(
     make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY))
     url, body = chat_request(emu, "claude")
-    headers = {"Authorization": f"Bearer {CLAUDE_KEY}", "anthropic-version": "2023-06-01"}
-    answer = await send(session, "POST", url, headers=headers, json_body=body)
+    wrong = {"Authorization": "Bearer sk-ant-not-this-one-0000", "anthropic-version": "2026-10-21"}
+    answer = await send(session, "POST", url, headers=wrong, json_body=body)
     assert answer.status == 401
-    error = answer.json()
-    assert error["type"] == "error"
-    assert error["error"]["type"] == "authentication_error"
+    assert answer.json()["error"] == {
+        "type": "authentication_error",
+        "message": "invalid x-api-key",
+    }
+    basic = {"Authorization": f"Basic {CLAUDE_KEY}", "anthropic-version": "2026-10-21"}
+    answer = await send(session, "POST", url, headers=basic, json_body=body)
+    assert answer.status == 401
+    assert answer.json()["error"]["message"] == "x-api-key header is required"
+    old = {"x-api-key": CLAUDE_KEY, "anthropic-version": "2020-01-01"}
+    answer = await send(session, "POST", url, headers=old, json_body=body)
+    assert answer.status == 400
+    assert answer.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "anthropic-version: '2020-01-01' is not a valid version",
+    }
 
 
 async def test_gemini_requires_contents(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
@@ -689,7 +742,7 @@ async def test_rpm_window(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     await clock.set(1019.266)  # 0.734 s before the window ends
-    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, rpm=20))
+    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, rpm=20), rate_model="fixed")
     for n in range(20):
         answer = await chat(session, emu, "openai")
         assert answer.status == 200
@@ -722,7 +775,9 @@ async def test_rpm_window(
 async def test_reset_headers_count_down(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, rpm=100, tpm=100_000))
+    emu = await make_emu(
+        EmulatorKey("openai", OPENAI_KEY, rpm=100, tpm=100_000), rate_model="fixed"
+    )
     seen: list[float] = []
     for step in (0.0, 0.5, 30.0, 29.25):
         await clock.advance(step)
@@ -779,7 +834,9 @@ async def test_rpd_limit(
 async def test_groq_headers_are_per_day_and_413(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey("groq", GROQ_KEY, rpm=2, rpd=1000, tpm=200))
+    emu = await make_emu(
+        EmulatorKey("groq", GROQ_KEY, rpm=2, rpd=1000, tpm=200, rate_model="fixed")
+    )
     first = await chat(session, emu, "groq")
     assert first.headers["x-ratelimit-limit-requests"] == "1000"
     assert first.headers["x-ratelimit-remaining-requests"] == "999"
@@ -809,7 +866,7 @@ async def test_claude_rate_limit_headers(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     await clock.advance(12.3456)
-    emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY, rpm=1, tpm=1000))
+    emu = await make_emu(EmulatorKey("claude", CLAUDE_KEY, rpm=1, tpm=1000), rate_model="fixed")
     first = await chat(session, emu, "claude")
     headers = first.headers
     assert headers["anthropic-ratelimit-requests-limit"] == "1"
@@ -835,7 +892,7 @@ async def test_gemini_quota_errors(
     clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     await clock.advance(59.266)
-    emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY, rpm=1, rpd=2))
+    emu = await make_emu(EmulatorKey("gemini", GEMINI_KEY, rpm=1, rpd=2), rate_model="fixed")
     assert (await chat(session, emu, "gemini")).status == 200
     refused = await chat(session, emu, "gemini")
     assert refused.status == 429
@@ -897,7 +954,9 @@ async def test_fault_revoked(
 async def test_fault_quota_spent(
     provider: str, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
-    emu = await make_emu(EmulatorKey(provider, KEYS[provider], faults=Faults(quota_spent=True)))
+    emu = await make_emu(
+        EmulatorKey(provider, KEYS[provider], faults=Faults(quota_spent=True)), rate_model="fixed"
+    )
     answer = await chat(session, emu, provider)
     assert answer.status == 429
     body = answer.json()
@@ -1088,14 +1147,11 @@ async def test_fault_stream_error(
 
 
 async def test_latency_waits_on_the_clock(
-    clock: FakeClock, make_emu: MakeEmu, session: aiohttp.ClientSession
+    clock: ParkingClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, latency=5.0))
     task = asyncio.create_task(chat(session, emu, "openai"))
-    for _ in range(500):
-        if clock.next_timer() is not None:
-            break
-        await asyncio.sleep(0.001)
+    await clock.parked()
     assert clock.next_timer() == pytest.approx(START + 5.0)
     assert not task.done()
     await clock.advance(5.0)
@@ -1122,13 +1178,16 @@ async def test_stream_chunk_delay(
 
 
 async def test_stop_cancels_parked_requests(
-    make_emu: MakeEmu, session: aiohttp.ClientSession
+    clock: ParkingClock, make_emu: MakeEmu, session: aiohttp.ClientSession
 ) -> None:
     emu = await make_emu(EmulatorKey("openai", OPENAI_KEY, latency=1000.0))
     task = asyncio.create_task(chat(session, emu, "openai"))
-    await asyncio.sleep(0.05)
+    await clock.parked()  # the request reached the emulator and waits out its latency
+    assert emu.stats()["total"]["requests"] == 1
+    assert not task.done()
     await asyncio.wait_for(emu.stop(), timeout=2)
-    with pytest.raises(aiohttp.ClientError):
+    # the server hung up on a request it had accepted (not "connection refused")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
         await task
 
 
@@ -1194,6 +1253,8 @@ async def test_stats_never_show_the_key(make_emu: MakeEmu, session: aiohttp.Clie
         "faults": {},
         "provider": "openai",
         "limits": {"rpm": 1},
+        "rate_model": "sliding",
+        "models": {"gpt-4o-mini": {"requests": 2, "rate_limited": 1, "tokens": 19}},
     }
     assert stats["keys"]["groq-main"]["streams"] == 1
     assert stats["total"]["requests"] == 3

@@ -84,7 +84,7 @@ def test_rfc3339_ms() -> None:
 
 
 def test_limits_windows_are_aligned_and_refusals_are_free() -> None:
-    limits = Limits(rpm=2, tpm=100, rpd=3, window=10.0, day_window=100.0)
+    limits = Limits(rpm=2, tpm=100, rpd=3, window=10.0, day_window=100.0, rate_model="fixed")
     assert limits.admit(95.0, 10) is None
     assert limits.admit(99.9, 10) is None
     refused = limits.admit(99.95, 10)
@@ -176,3 +176,43 @@ def test_content_helpers() -> None:
     assert len(vector) == 12
     assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-5)
     assert embedding("hello") == embedding("hello") != embedding("hellO")
+
+
+def test_providers_come_from_the_shared_table() -> None:
+    from keymux import _names
+    from keymux.emulator._keys import normalize_provider
+
+    assert keymux.emulator.PROVIDERS is _names.PROVIDERS
+    for alias, canonical in _names.ALIASES.items():
+        assert normalize_provider(alias) == canonical
+        assert normalize_provider(f" {alias.upper()} ") == canonical
+    for provider in _names.PROVIDERS:
+        assert normalize_provider(provider) == provider
+    for bad in ("mistral", "", None, 3):
+        with pytest.raises(ValueError, match="provider"):
+            normalize_provider(bad)
+
+
+def test_emulator_key_from_dict_takes_every_field() -> None:
+    key = EmulatorKey.from_dict(
+        {
+            "provider": "google",
+            "key": "AIza-from-dict-000000000001",
+            "rpm": 5,
+            "tpm": 1000,
+            "rpd": 50,
+            "latency": [0.1, 0.2],
+            "faults": {"overloaded_rate": 0.5},
+            "label": "g1",
+            "rate_model": "token-bucket",
+            "models": {"gemini-2.5-pro": {"rpm": 2, "rpd": None}},
+        }
+    )
+    assert (key.provider, key.rpm, key.tpm, key.rpd) == ("gemini", 5, 1000, 50)
+    assert key.latency == (0.1, 0.2)
+    assert key.faults == Faults(overloaded_rate=0.5)
+    assert (key.label, key.rate_model) == ("g1", "token-bucket")
+    assert key.limits_for("gemini-2.5-pro") == {"rpm": 2, "tpm": 1000, "rpd": None}
+    assert key.limits_for("gemini-2.5-flash") == {"rpm": 5, "tpm": 1000, "rpd": 50}
+    with pytest.raises(ValueError, match="unknown key field"):
+        EmulatorKey.from_dict({"provider": "openai", "key": "k", "burst": 3})

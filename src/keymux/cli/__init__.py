@@ -74,7 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--rpm", type=int, default=None, help="requests per window, per key")
     emulate.add_argument("--tpm", type=int, default=None, help="tokens per window, per key")
     emulate.add_argument("--rpd", type=int, default=None, help="requests per day, per key")
-    emulate.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    emulate.add_argument(
+        "--latency",
+        default="0",
+        metavar="SECONDS|LOW:HIGH",
+        help="seconds per answer, or a range drawn per request, e.g. 0.01:0.03 (default 0)",
+    )
+    emulate.add_argument(
+        "--rate-model",
+        choices=("sliding", "token-bucket", "fixed"),
+        default="sliding",
+        help="how budgets refill: an exact sliding window (default), a continuously refilled "
+        "token bucket, or fixed windows aligned to the clock",
+    )
     emulate.add_argument(
         "--key",
         action="append",

@@ -8,12 +8,29 @@ from rich.console import Console
 
 from .._errors import ConfigError
 from ..emulator import Emulator, EmulatorKey, run
+from ..emulator._keys import check_latency
 from ..providers import canonical_provider
 
-__all__ = ["emulate"]
+__all__ = ["emulate", "parse_latency"]
+
+
+def parse_latency(text: str) -> float | tuple[float, float]:
+    """``"0.02"`` -> 0.02; ``"0.01:0.03"`` -> (0.01, 0.03); ConfigError for anything else."""
+    low, sep, high = text.partition(":")
+    try:
+        return check_latency((float(low), float(high)) if sep else float(text))
+    except ValueError:
+        raise ConfigError(
+            f"--latency takes seconds >= 0 or LOW:HIGH with 0 <= LOW <= HIGH, not {text!r}"
+        ) from None
 
 
 def emulate(console: Console, args: argparse.Namespace) -> int:
+    try:
+        latency = parse_latency(args.latency)
+    except ConfigError as exc:
+        console.print(f"[red]keymux emulate: {exc}[/]")
+        return 2
     keys = []
     for item in args.key:
         provider, sep, key = item.partition(":")
@@ -26,8 +43,9 @@ def emulate(console: Console, args: argparse.Namespace) -> int:
         keys,
         window=args.window,
         day_window=args.day_window,
-        latency=args.latency,
+        latency=latency,
         seed=args.seed,
+        rate_model=args.rate_model,
         accept_any_key=not keys,
         default_limits={"rpm": args.rpm, "tpm": args.tpm, "rpd": args.rpd},
     )
@@ -41,8 +59,8 @@ def emulate(console: Console, args: argparse.Namespace) -> int:
         console.print(
             "  every key is accepted"
             + (
-                f" (limits per key: rpm={args.rpm} tpm={args.tpm} rpd={args.rpd} per "
-                f"{args.window:g} s window)"
+                f" (limits per key and model: rpm={args.rpm} tpm={args.tpm} rpd={args.rpd} per "
+                f"{args.window:g} s window, {args.rate_model})"
                 if args.rpm or args.tpm or args.rpd
                 else ""
             )

@@ -1,10 +1,12 @@
 """The emulator: one aiohttp application serving all four providers' APIs on one port.
 
-One request goes: route -> dialect (provider) -> key lookup -> connection faults (revoked,
-reset, hang) -> header checks -> body -> billing fault -> limits (counted at arrival) ->
-probabilistic 5xx -> latency -> answer (malformed / missing fields / stream faults). Rejections
-before the limits (auth, 400s) use no budget and have no latency; 429s have no latency either.
-Every answer of a key with limits carries that provider's rate-limit headers.
+One request goes: route -> dialect (provider; ``/v1/models`` and the Gemini ``/v1`` routes
+are shared, decided by headers) -> key lookup -> connection faults (revoked, reset, hang) ->
+header checks -> body -> the model's budget (its scope) -> billing fault -> limits (counted at
+arrival) -> probabilistic 5xx -> latency -> answer (malformed / missing fields / stream
+faults). Rejections before the limits (auth, 400s) use no budget and have no latency; 429s
+have no latency either. Every answer about a model of a key with limits carries that
+provider's rate-limit headers for that model's budget.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from ._claude import ClaudeDialect
 from ._content import BadRequest, ChatPlan, EmbedPlan, embedding
 from ._dialect import Ctx, Dialect, Reply, StreamPlan, dumps
 from ._gemini import GEMINI_METHODS, GeminiDialect, split_target
-from ._keys import EmulatorKey, Faults, normalize_provider
+from ._keys import (
+    LIMIT_NAMES,
+    EmulatorKey,
+    Faults,
+    Latency,
+    check_latency,
+    check_rate_model,
+    normalize_provider,
+)
 from ._limits import Limits
 from ._openai import GroqDialect, OpenAIDialect
 from ._stats import Counters
@@ -38,19 +48,68 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: what keymux appends to the emulator's root URL, per provider (see api.md)
 BASE_PATHS = {"openai": "/v1", "groq": "", "claude": "", "gemini": ""}
+#: the API versions Gemini's methods are served under
+_GEMINI = ("/v1beta", "/v1")
 _HANG_SLICE = 1e9
 _MAX_BODY = 32 * 1024 * 1024
 
 
-class _KeyState:
-    __slots__ = ("key", "limits", "stats")
+class _Scope:
+    """The budget of one model scope of one key, and what it has seen: ``requests`` that
+    reached its limits, how many of them the limits refused, the ``tokens`` charged."""
 
-    def __init__(self, key: EmulatorKey, window: float, day_window: float) -> None:
+    __slots__ = ("limits", "rate_limited", "requests", "tokens")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.requests = 0
+        self.rate_limited = 0
+        self.tokens = 0
+
+    def zero(self) -> None:
+        self.requests = self.rate_limited = self.tokens = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "rate_limited": self.rate_limited, "tokens": self.tokens}
+
+
+class _KeyState:
+    """A key, its per-model budgets (created on a model's first request) and its stats."""
+
+    __slots__ = ("dialect", "emu", "key", "scopes", "stats")
+
+    def __init__(self, key: EmulatorKey, dialect: Dialect, emu: Emulator) -> None:
         self.key = key
-        self.limits = Limits(
-            rpm=key.rpm, tpm=key.tpm, rpd=key.rpd, window=window, day_window=day_window
-        )
+        self.dialect = dialect
+        self.emu = emu
+        self.scopes: dict[str, _Scope] = {}
         self.stats = Counters()
+
+    @property
+    def rate_model(self) -> str:
+        return self.key.rate_model or self.emu.rate_model
+
+    def _limits(self, scope: str) -> Limits:
+        limits = self.key.limits_for(scope, self.dialect.model_scope)
+        emu = self.emu
+        return Limits(
+            **limits, window=emu.window, day_window=emu.day_window, rate_model=self.rate_model
+        )
+
+    def scope(self, name: str) -> _Scope:
+        scope = self.scopes.get(name)
+        if scope is None:
+            scope = self.scopes[name] = _Scope(self._limits(name))
+        return scope
+
+    def replace(self, key: EmulatorKey, now: float) -> None:
+        """New settings: each model keeps what it used, unless the rate model changed."""
+        self.key = key
+        for name, scope in self.scopes.items():
+            if scope.limits.rate_model != self.rate_model:
+                scope.limits = self._limits(name)
+            else:
+                scope.limits.reconfigure(now, **key.limits_for(name, self.dialect.model_scope))
 
 
 def _fingerprint(secret: str) -> str:
@@ -62,9 +121,12 @@ class Emulator:
 
     Time comes only from ``clock`` and randomness only from ``random.Random(seed)``, so a
     ``FakeClock`` makes window tests exact. ``window`` is the length in seconds of the "per
-    minute" window (rpm, tpm), ``day_window`` of the "per day" one (rpd); both are aligned to the
-    clock (index ``floor(now / window)``). With ``accept_any_key`` an unknown key is registered
-    on first use, with ``default_limits`` (``{"rpm": .., "tpm": .., "rpd": ..}``, None = none).
+    minute" window (rpm, tpm), ``day_window`` of the "per day" one (rpd). ``rate_model``
+    (``"sliding"``, ``"token-bucket"`` or ``"fixed"``) is how keys without their own refill
+    their budgets; each model of a key has its own budget. ``latency`` is seconds per answer or
+    a ``(low, high)`` range drawn per request. With ``accept_any_key`` an unknown key is
+    registered on first use, with ``default_limits`` (``{"rpm": .., "tpm": .., "rpd": ..}``,
+    None = none).
     """
 
     def __init__(
@@ -74,26 +136,27 @@ class Emulator:
         clock: Clock | None = None,
         window: float = 60.0,
         day_window: float = 86400.0,
-        latency: float = 0.0,
+        latency: Latency = 0.0,
         stream_chunk_delay: float = 0.0,
         seed: int = 0,
         accept_any_key: bool = False,
         default_limits: Mapping[str, int | None] | None = None,
+        rate_model: str = "sliding",
     ) -> None:
         for name, value in (("window", window), ("day_window", day_window)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0 seconds")
-        for name, value in (("latency", latency), ("stream_chunk_delay", stream_chunk_delay)):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0 seconds")
+        if not stream_chunk_delay >= 0:
+            raise ValueError("stream_chunk_delay must be >= 0 seconds")
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.window = float(window)
         self.day_window = float(day_window)
-        self.latency = float(latency)
+        self.latency: Latency = check_latency(latency)
         self.stream_chunk_delay = float(stream_chunk_delay)
+        self.rate_model = check_rate_model(rate_model)
         self.accept_any_key = accept_any_key
         limits = dict(default_limits or {})
-        unknown = sorted(set(limits) - {"rpm", "tpm", "rpd"})
+        unknown = sorted(set(limits) - set(LIMIT_NAMES))
         if unknown:
             raise ValueError(f"default_limits takes rpm, tpm and rpd, not {', '.join(unknown)}")
         self.default_limits: dict[str, int | None] = limits
@@ -118,17 +181,16 @@ class Emulator:
     # --- keys -----------------------------------------------------------------------------
 
     def add_key(self, key: EmulatorKey) -> None:
-        """Register a key, or replace the settings of one already registered (its usage in
-        the current windows and its stats are kept)."""
+        """Register a key, or replace the settings of one already registered (what each model
+        used in the current windows and the stats are kept; a new rate model starts afresh)."""
         if not isinstance(key, EmulatorKey):
             raise TypeError("add_key takes a keymux.emulator.EmulatorKey")
         ident = (key.provider, key.key)
         state = self._keys.get(ident)
         if state is None:
-            self._keys[ident] = _KeyState(key, self.window, self.day_window)
+            self._keys[ident] = _KeyState(key, self._dialects[key.provider], self)
         else:
-            state.key = key
-            state.limits.reconfigure(rpm=key.rpm, tpm=key.tpm, rpd=key.rpd)
+            state.replace(key, self.clock.now())
 
     def remove_key(self, secret: str, *, provider: str | None = None) -> None:
         """Forget a key (for every provider, or just ``provider``); KeyError if unknown."""
@@ -166,7 +228,7 @@ class Emulator:
     def _resolve(self, provider: str, secret: str) -> _KeyState | None:
         state = self._keys.get((provider, secret))
         if state is None and self.accept_any_key:
-            state = _KeyState(self._default_key(provider, secret), self.window, self.day_window)
+            state = _KeyState(self._default_key(provider, secret), self._dialects[provider], self)
             self._keys[(provider, secret)] = state
         return state
 
@@ -183,9 +245,11 @@ class Emulator:
             entry["provider"] = state.key.provider
             entry["limits"] = {
                 name: getattr(state.key, name)
-                for name in ("rpm", "tpm", "rpd")
+                for name in LIMIT_NAMES
                 if getattr(state.key, name) is not None
             }
+            entry["rate_model"] = state.rate_model
+            entry["models"] = {name: scope.as_dict() for name, scope in state.scopes.items()}
             keys[label] = entry
         total = self._total.as_dict()
         total["unknown_key"] = self._total.unknown_key
@@ -201,6 +265,8 @@ class Emulator:
         self._total = Counters()
         for state in self._keys.values():
             state.stats = Counters()
+            for scope in state.scopes.values():
+                scope.zero()
 
     def _count(self, state: _KeyState | None, status: int) -> None:
         self._total.status(status)
@@ -281,12 +347,16 @@ class Emulator:
         routes += [
             ("GET", "/openai/v1/models", self._route(d["groq"], "models")),
             ("GET", "/openai/v1/models/{model:.+}", self._route(d["groq"], "model")),
+            # OpenAI's, Anthropic's and (google-genai 3.x) Gemini's: decided by headers
             ("GET", "/v1/models", self._shared_route("models")),
             ("GET", "/v1/models/{model:.+}", self._shared_route("model")),
             ("POST", "/v1/messages", self._route(d["claude"], "chat")),
             ("GET", "/v1beta/models", self._route(d["gemini"], "models")),
             ("GET", "/v1beta/models/{target}", self._route(d["gemini"], "model")),
-            ("POST", "/v1beta/models/{target}", self._gemini_route()),
+        ]
+        # Gemini's methods under /v1beta (the REST docs, google-genai 2.x) and /v1 (3.x)
+        routes += [("POST", f"{p}/models/{{target}}", self._gemini_route()) for p in _GEMINI]
+        routes += [
             ("GET", "/_emulator/stats", self._ctl_stats),
             ("GET", "/_emulator/keys", self._ctl_list_keys),
             ("POST", "/_emulator/keys", self._ctl_add_keys),
@@ -302,13 +372,19 @@ class Emulator:
 
         return handler
 
-    def _shared_route(self, op: str) -> Handler:
-        """``/v1/models`` is both OpenAI's and Anthropic's: ``x-api-key`` means Anthropic."""
-        openai, claude = self._dialects["openai"], self._dialects["claude"]
+    def _shared_dialect(self, request: web.Request) -> Dialect:
+        """Whose ``/v1/models`` this is: ``anthropic-version`` or ``x-api-key`` -> Anthropic,
+        ``x-goog-api-key`` or a ``key=`` query -> Gemini, anything else -> OpenAI."""
+        headers = request.headers
+        if "anthropic-version" in headers or "x-api-key" in headers:
+            return self._dialects["claude"]
+        if "x-goog-api-key" in headers or "key" in request.query:
+            return self._dialects["gemini"]
+        return self._dialects["openai"]
 
+    def _shared_route(self, op: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
-            dialect = claude if "x-api-key" in request.headers else openai
-            return await self._handle(request, dialect, op)
+            return await self._handle(request, self._shared_dialect(request), op)
 
         return handler
 
@@ -385,16 +461,22 @@ class Emulator:
         except BadRequest as exc:
             return self._reply(dialect, ctx, state, dialect.bad_request(exc, ctx))
         ctx.model = plan.model
+        ctx.scope = dialect.model_scope(plan.model)
+        scope = state.scope(ctx.scope)
+        scope.requests += 1
         if faults.quota_spent:
-            day_reset_in = state.limits.day_reset_in(ctx.now)
-            return self._reply(dialect, ctx, state, dialect.quota_spent(key, day_reset_in, ctx))
-        verdict = state.limits.admit(ctx.now, plan.tokens)
+            day_reset_in = scope.limits.day_reset_in(ctx.now)
+            rpd = key.limits_for(ctx.scope, dialect.model_scope)["rpd"]
+            return self._reply(dialect, ctx, state, dialect.quota_spent(rpd, day_reset_in, ctx))
+        verdict = scope.limits.admit(ctx.now, plan.tokens)
         if verdict is not None:
-            return self._reply(dialect, ctx, state, dialect.rate_limited(verdict, key, ctx))
+            scope.rate_limited += 1
+            return self._reply(dialect, ctx, state, dialect.rate_limited(verdict, ctx))
+        scope.tokens += plan.tokens
         state.stats.tokens += plan.tokens
         self._total.tokens += plan.tokens
         outcome = self._draw(faults)
-        latency = self.latency if key.latency is None else key.latency
+        latency = self._latency(self.latency if key.latency is None else key.latency)
         if latency > 0:
             await self._sleep(latency)
         if outcome == "overloaded":
@@ -432,6 +514,13 @@ class Emulator:
             return None
         return body if isinstance(body, dict) else None
 
+    def _latency(self, latency: Latency) -> float:
+        """This answer's latency: the number, or a uniform draw from the (low, high) range."""
+        if isinstance(latency, tuple):
+            low, high = latency
+            return self._rng.uniform(low, high) if high > low else low
+        return latency
+
     def _draw(self, faults: Faults) -> str | None:
         overloaded, failing = faults.overloaded_rate, faults.server_error_rate
         if overloaded <= 0 and failing <= 0:
@@ -447,8 +536,9 @@ class Emulator:
         headers: dict[str, str] = {}
         if dialect.request_id_header is not None:
             headers[dialect.request_id_header] = ctx.request_id
-        if state is not None:
-            snap = state.limits.snapshot(self.clock.now())
+        scope = state.scopes.get(ctx.scope) if state is not None and ctx.scope else None
+        if scope is not None:
+            snap = scope.limits.snapshot(self.clock.now())
             if snap is not None:
                 headers.update(dialect.rate_headers(snap, self.clock.wall()))
         return headers
@@ -567,12 +657,23 @@ class Emulator:
                 "rpm": k.rpm,
                 "tpm": k.tpm,
                 "rpd": k.rpd,
+                "models": {model: dict(limits) for model, limits in k.models.items()},
+                "rate_model": k.rate_model,
                 "latency": k.latency,
                 "faults": k.faults.active(),
             }
             for k in self.keys()
         ]
-        return web.json_response({"keys": listing})
+        defaults = {
+            "rate_model": self.rate_model,
+            "window": self.window,
+            "day_window": self.day_window,
+            "latency": self.latency,
+            "stream_chunk_delay": self.stream_chunk_delay,
+            "accept_any_key": self.accept_any_key,
+            "default_limits": self.default_limits,
+        }
+        return web.json_response({"keys": listing, "defaults": defaults})
 
     async def _ctl_add_keys(self, request: web.Request) -> web.Response:
         try:

@@ -1,12 +1,15 @@
-"""Anthropic (``/v1/messages``, ``/v1/models`` with ``x-api-key``).
+"""Anthropic (``/v1/messages``, ``/v1/models`` with ``anthropic-version`` or ``x-api-key``).
 
-Strict like the real API: ``x-api-key`` is the only accepted credential (``Authorization:
-Bearer`` gets the 401 authentication_error), ``anthropic-version`` and ``max_tokens`` are
-required. Rate-limit resets are absolute RFC 3339 timestamps with milliseconds.
+The key comes in ``x-api-key`` (what the 0.x SDKs send) or ``Authorization: Bearer`` (what the
+2.x SDKs send); ``anthropic-version`` must be one the API knows (``2023-06-01``, sent by 0.x,
+``2026-10-21``, sent by 2.x), and ``max_tokens`` is required. Limits are per model class: a
+dated id (``claude-sonnet-4-5-20250929``) counts against its class (``claude-sonnet-4-5``).
+Rate-limit resets are absolute RFC 3339 timestamps with milliseconds.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +17,6 @@ from aiohttp import web
 
 from ._content import BadRequest, ChatPlan, plan_reply, prompt_tokens, text_of
 from ._dialect import Ctx, Dialect, Reply, StreamPlan, sse_event
-from ._keys import EmulatorKey
 from ._limits import Snapshot, Usage, Verdict, retry_after, rfc3339_ms
 
 __all__ = ["ClaudeDialect"]
@@ -26,6 +28,10 @@ _MODELS = (
     ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
 )
 _WINDOW_TEXT = {"rpm": "requests per minute", "tpm": "tokens per minute", "rpd": "requests per day"}
+#: the ``anthropic-version`` values the API accepts
+VERSIONS = frozenset({"2023-01-01", "2023-06-01", "2026-10-21"})
+#: a model id's date or ``-latest`` suffix: what the model class leaves out
+_SNAPSHOT = re.compile(r"-(?:\d{8}|latest)$")
 
 
 def _headers(kind: str, usage: Usage | None, wall: float, out: dict[str, str]) -> None:
@@ -44,8 +50,18 @@ class ClaudeDialect(Dialect):
     request_id_header = "request-id"
     default_model = "claude-sonnet-4-5"
 
+    def model_scope(self, model: str) -> str:
+        """``claude-sonnet-4-5-20250929`` -> ``claude-sonnet-4-5`` (limits are per class)."""
+        return _SNAPSHOT.sub("", model)
+
     def credential(self, request: web.Request) -> str | None:
-        return request.headers.get("x-api-key", "").strip() or None
+        key = request.headers.get("x-api-key", "").strip()
+        if key:
+            return key
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip() or None
+        return None
 
     def error(
         self, status: int, type_: str, message: str, ctx: Ctx, headers: dict[str, str] | None = None
@@ -64,9 +80,17 @@ class ClaudeDialect(Dialect):
         return self.error(401, "authentication_error", "invalid x-api-key", ctx)
 
     def precheck(self, request: web.Request, ctx: Ctx) -> Reply | None:
-        if not request.headers.get("anthropic-version"):
+        version = request.headers.get("anthropic-version", "").strip()
+        if not version:
             return self.error(
                 400, "invalid_request_error", "anthropic-version: header is required", ctx
+            )
+        if version not in VERSIONS:
+            return self.error(
+                400,
+                "invalid_request_error",
+                f"anthropic-version: {version!r} is not a valid version",
+                ctx,
             )
         return None
 
@@ -120,7 +144,7 @@ class ClaudeDialect(Dialect):
             stream=body.get("stream") is True,
         )
 
-    def rate_limited(self, verdict: Verdict, key: EmulatorKey, ctx: Ctx) -> Reply:
+    def rate_limited(self, verdict: Verdict, ctx: Ctx) -> Reply:
         what = _WINDOW_TEXT[verdict.dimension]
         if verdict.too_large:
             message = (
@@ -140,7 +164,7 @@ class ClaudeDialect(Dialect):
             429, "rate_limit_error", message, ctx, {"retry-after": retry_after(verdict.reset_in)}
         )
 
-    def quota_spent(self, key: EmulatorKey, day_reset_in: float, ctx: Ctx) -> Reply:
+    def quota_spent(self, rpd: int | None, day_reset_in: float, ctx: Ctx) -> Reply:
         today = datetime.fromtimestamp(ctx.wall, tz=UTC)
         year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
         reply = self.error(

@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from ._content import BadRequest, ChatPlan, EmbedPlan
 from ._limits import Snapshot, Verdict
-
-if TYPE_CHECKING:
-    from ._keys import EmulatorKey
 
 __all__ = ["Ctx", "Dialect", "Reply", "StreamPlan", "dumps", "sse_data", "sse_event"]
 
@@ -39,9 +36,9 @@ def sse_event(name: str, obj: Any) -> bytes:
 
 
 class Ctx:
-    """Per-request facts: id, arrival time, the model once known."""
+    """Per-request facts: id, arrival time, the model and its limit scope once known."""
 
-    __slots__ = ("model", "now", "request_id", "seq", "wall")
+    __slots__ = ("model", "now", "request_id", "scope", "seq", "wall")
 
     def __init__(self, seq: int, now: float, wall: float) -> None:
         self.seq = seq
@@ -49,6 +46,7 @@ class Ctx:
         self.now = now
         self.wall = wall
         self.model = ""
+        self.scope = ""
 
 
 @dataclass(slots=True)
@@ -81,6 +79,13 @@ class Dialect(ABC):
     #: the model used when a request names none
     default_model: str = ""
     default_embedding_model: str = ""
+
+    # --- limits ---------------------------------------------------------------------------
+
+    def model_scope(self, model: str) -> str:
+        """The name of the budget a model's requests count against: the model itself, unless
+        the provider limits a family together (Anthropic: a dated id counts as its class)."""
+        return model
 
     # --- authentication -------------------------------------------------------------------
 
@@ -121,12 +126,12 @@ class Dialect(ABC):
     # --- refusals and faults --------------------------------------------------------------
 
     @abstractmethod
-    def rate_limited(self, verdict: Verdict, key: EmulatorKey, ctx: Ctx) -> Reply:
+    def rate_limited(self, verdict: Verdict, ctx: Ctx) -> Reply:
         """The answer to a request over one of the key's limits."""
 
     @abstractmethod
-    def quota_spent(self, key: EmulatorKey, day_reset_in: float, ctx: Ctx) -> Reply:
-        """The billing / daily-quota refusal."""
+    def quota_spent(self, rpd: int | None, day_reset_in: float, ctx: Ctx) -> Reply:
+        """The billing / daily-quota refusal (``rpd``: the model's daily limit, if any)."""
 
     @abstractmethod
     def server_error(self, ctx: Ctx) -> Reply:

@@ -1,7 +1,9 @@
-"""Google Gemini (``/v1beta/models/{model}:{method}``): google.rpc.Status errors, no rate headers.
+"""Google Gemini (``/v1beta/models/{model}:{method}``, the same under ``/v1``): google.rpc.Status
+errors, no rate headers.
 
-The key comes in ``x-goog-api-key`` (or ``?key=``). A 429 says which window in its QuotaFailure
-``quotaId`` (``PerMinute`` / ``PerDay``) and when to retry in RetryInfo ``retryDelay``.
+The key comes in ``x-goog-api-key`` (or ``?key=``). Limits are per model. A 429 says which
+window in its QuotaFailure ``quotaId`` (``PerMinute`` / ``PerDay``) and when to retry in
+RetryInfo ``retryDelay``.
 ``:streamGenerateContent?alt=sse`` is data-only SSE without an end marker: the final chunk
 carries ``finishReason`` and the full ``usageMetadata``. Without ``alt=sse`` it is a JSON array.
 """
@@ -23,7 +25,6 @@ from ._content import (
     text_tokens,
 )
 from ._dialect import Ctx, Dialect, Reply, StreamPlan, dumps
-from ._keys import EmulatorKey
 from ._limits import Verdict, proto_duration
 
 __all__ = ["GEMINI_METHODS", "GeminiDialect"]
@@ -108,6 +109,10 @@ class GeminiDialect(Dialect):
     request_id_header = None
     default_model = "gemini-2.5-flash"
     default_embedding_model = "gemini-embedding-001"
+
+    def model_scope(self, model: str) -> str:
+        """Per model; ``models/gemini-2.5-pro`` (a resource name) is ``gemini-2.5-pro``."""
+        return model.removeprefix("models/")
 
     def credential(self, request: web.Request) -> str | None:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
@@ -261,11 +266,11 @@ class GeminiDialect(Dialect):
             ],
         )
 
-    def rate_limited(self, verdict: Verdict, key: EmulatorKey, ctx: Ctx) -> Reply:
+    def rate_limited(self, verdict: Verdict, ctx: Ctx) -> Reply:
         return self._exhausted(verdict.dimension, verdict.limit, verdict.reset_in, ctx.model)
 
-    def quota_spent(self, key: EmulatorKey, day_reset_in: float, ctx: Ctx) -> Reply:
-        return self._exhausted("rpd", key.rpd or 250, day_reset_in, ctx.model)
+    def quota_spent(self, rpd: int | None, day_reset_in: float, ctx: Ctx) -> Reply:
+        return self._exhausted("rpd", rpd or 250, day_reset_in, ctx.model)
 
     def server_error(self, ctx: Ctx) -> Reply:
         return Reply(500, {"error": dict(_INTERNAL)})

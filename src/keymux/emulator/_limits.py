@@ -1,8 +1,8 @@
-"""Per-key fixed-window limits and the time formats providers use to report them.
+"""A key's limits for one model (rpm, tpm, rpd) and the time formats providers report them in.
 
-A window is aligned to the clock: its index is ``floor(now / length)`` and it resets when the
-index changes. A request is counted at arrival, and only when it is admitted: a 429 does not use
-up the budget. ``rpm``/``tpm`` share the emulator's ``window``; ``rpd`` uses its ``day_window``.
+``Limits`` holds three meters of one rate model (``_rates.py``): requests and tokens over the
+emulator's ``window``, requests over its ``day_window``. A request is counted at arrival, and
+only when it is admitted: a 429 does not use up the budget.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
+
+from ._rates import RATE_MODELS, Meter
 
 __all__ = [
     "Limits",
@@ -27,35 +29,9 @@ __all__ = [
 Dimension = Literal["rpm", "tpm", "rpd"]
 
 
-class _Window:
-    __slots__ = ("index", "length", "limit", "used")
-
-    def __init__(self, length: float, limit: int | None) -> None:
-        self.length = length
-        self.limit = limit
-        self.index = -1
-        self.used = 0
-
-    def roll(self, now: float) -> None:
-        index = math.floor(now / self.length)
-        if index != self.index:
-            self.index = index
-            self.used = 0
-
-    def reset_in(self, now: float) -> float:
-        """Seconds until this window ends (after ``roll(now)``); never zero."""
-        return max((self.index + 1) * self.length - now, 0.001)
-
-    def usage(self, now: float) -> Usage | None:
-        if self.limit is None:
-            return None
-        self.roll(now)
-        return Usage(self.limit, max(0, self.limit - self.used), self.reset_in(now))
-
-
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """One dimension of a key's budget at one moment."""
+    """One dimension of a budget at one moment: ``reset_in`` is the time until it is whole."""
 
     limit: int
     remaining: int
@@ -64,7 +40,7 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The configured dimensions of a key's budget at one moment (None = not configured)."""
+    """The configured dimensions of a budget at one moment (None = not configured)."""
 
     rpm: Usage | None
     tpm: Usage | None
@@ -73,7 +49,8 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Why a request was refused: which limit, its numbers, and when its window ends."""
+    """Why a request was refused: which limit, its numbers, and ``reset_in``, the time until
+    the request would be admitted (for a ``too_large`` one: until the window is whole)."""
 
     dimension: Dimension
     limit: int
@@ -83,23 +60,42 @@ class Verdict:
     too_large: bool = False
 
 
-class Limits:
-    """Fixed-window counters of one key. Counts are kept even for unlimited dimensions."""
+def _usage(meter: Meter, now: float) -> Usage | None:
+    if meter.limit is None:
+        return None
+    return Usage(meter.limit, meter.remaining(now), meter.reset_in(now))
 
-    __slots__ = ("_day", "_requests", "_tokens")
+
+class Limits:
+    """The rpm, tpm and rpd meters of one budget, all of one rate model (``RATE_MODELS``)."""
+
+    __slots__ = ("_day", "_requests", "_tokens", "rate_model")
 
     def __init__(
-        self, *, rpm: int | None, tpm: int | None, rpd: int | None, window: float, day_window: float
+        self,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        rpd: int | None,
+        window: float,
+        day_window: float,
+        rate_model: str = "sliding",
     ) -> None:
-        self._requests = _Window(window, rpm)
-        self._tokens = _Window(window, tpm)
-        self._day = _Window(day_window, rpd)
+        meter = RATE_MODELS.get(rate_model)
+        if meter is None:
+            raise ValueError(
+                f"unknown rate model {rate_model!r}; expected one of {', '.join(RATE_MODELS)}"
+            )
+        self.rate_model = rate_model
+        self._requests = meter(window, rpm)
+        self._tokens = meter(window, tpm)
+        self._day = meter(day_window, rpd)
 
-    def reconfigure(self, *, rpm: int | None, tpm: int | None, rpd: int | None) -> None:
-        """Change the limits, keeping what the current windows have used."""
-        self._requests.limit = rpm
-        self._tokens.limit = tpm
-        self._day.limit = rpd
+    def reconfigure(self, now: float, *, rpm: int | None, tpm: int | None, rpd: int | None) -> None:
+        """Change the limits, keeping what has been used."""
+        self._requests.set_limit(rpm, now)
+        self._tokens.set_limit(tpm, now)
+        self._day.set_limit(rpd, now)
 
     @property
     def configured(self) -> bool:
@@ -110,34 +106,52 @@ class Limits:
         )
 
     def admit(self, now: float, tokens: int) -> Verdict | None:
-        """Count one request of ``tokens`` tokens, or say which limit refuses it (no charge)."""
-        day, requests, toks = self._day, self._requests, self._tokens
-        day.roll(now)
-        requests.roll(now)
-        toks.roll(now)
-        if day.limit is not None and day.used + 1 > day.limit:
-            return Verdict("rpd", day.limit, day.used, 1, day.reset_in(now))
-        if requests.limit is not None and requests.used + 1 > requests.limit:
-            return Verdict("rpm", requests.limit, requests.used, 1, requests.reset_in(now))
+        """Count one request of ``tokens`` tokens, or say which limit refuses it (no charge).
+
+        When several limits refuse, the verdict names the one that frees up last (ties: rpd,
+        rpm, tpm), so its ``reset_in`` is when this request would be admitted. A request whose
+        tokens alone exceed tpm is ``too_large`` unless rpd or rpm refuse it already.
+        """
+        refusals: list[Verdict] = []
+        per_request: tuple[tuple[Dimension, Meter], ...] = (
+            ("rpd", self._day),
+            ("rpm", self._requests),
+        )
+        for dimension, meter in per_request:
+            limit = meter.limit
+            if limit is not None:
+                wait = meter.wait(now, 1)
+                if wait > 0:
+                    refusals.append(Verdict(dimension, limit, meter.used(now), 1, wait))
+        toks = self._tokens
         if toks.limit is not None:
             if tokens > toks.limit:
-                return Verdict("tpm", toks.limit, toks.used, tokens, toks.reset_in(now), True)
-            if toks.used + tokens > toks.limit:
-                return Verdict("tpm", toks.limit, toks.used, tokens, toks.reset_in(now))
-        day.used += 1
-        requests.used += 1
-        toks.used += tokens
+                if not refusals:
+                    return Verdict(
+                        "tpm", toks.limit, toks.used(now), tokens, toks.reset_in(now), True
+                    )
+            else:
+                wait = toks.wait(now, tokens)
+                if wait > 0:
+                    refusals.append(Verdict("tpm", toks.limit, toks.used(now), tokens, wait))
+        if refusals:
+            return max(refusals, key=lambda verdict: verdict.reset_in)
+        self._day.charge(now, 1)
+        self._requests.charge(now, 1)
+        toks.charge(now, tokens)
         return None
 
     def snapshot(self, now: float) -> Snapshot | None:
-        """The configured dimensions now, or None when the key has no limits."""
+        """The configured dimensions now, or None when there are no limits."""
         if not self.configured:
             return None
-        return Snapshot(self._requests.usage(now), self._tokens.usage(now), self._day.usage(now))
+        return Snapshot(
+            _usage(self._requests, now), _usage(self._tokens, now), _usage(self._day, now)
+        )
 
     def day_reset_in(self, now: float) -> float:
-        self._day.roll(now)
-        return self._day.reset_in(now)
+        """When a daily budget spent now would be whole again (the quota_spent fault)."""
+        return self._day.exhausted_reset_in(now)
 
 
 def ceil_ms(seconds: float) -> int:

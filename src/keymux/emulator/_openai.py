@@ -24,7 +24,6 @@ from ._content import (
     text_tokens,
 )
 from ._dialect import Ctx, Dialect, Reply, StreamPlan, sse_data
-from ._keys import EmulatorKey
 from ._limits import Snapshot, Usage, Verdict, go_duration, retry_after
 
 __all__ = ["GroqDialect", "OpenAIDialect"]
@@ -249,13 +248,13 @@ class OpenAIDialect(Dialect):
             f"Please try again in {wait}. {_RATE_DOCS}"
         )
 
-    def rate_limited(self, verdict: Verdict, key: EmulatorKey, ctx: Ctx) -> Reply:
+    def rate_limited(self, verdict: Verdict, ctx: Ctx) -> Reply:
         type_ = _DIMENSION_TEXT[verdict.dimension][0]
         message = self.rate_message(verdict, ctx.model, go_duration(verdict.reset_in))
         headers = {} if verdict.too_large else {"retry-after": retry_after(verdict.reset_in)}
         return self.error(429, message, type_, code="rate_limit_exceeded", headers=headers)
 
-    def quota_spent(self, key: EmulatorKey, day_reset_in: float, ctx: Ctx) -> Reply:
+    def quota_spent(self, rpd: int | None, day_reset_in: float, ctx: Ctx) -> Reply:
         return self.error(
             429,
             "You exceeded your current quota, please check your plan and billing details. For "
@@ -465,16 +464,16 @@ class GroqDialect(OpenAIDialect):
             "more tokens? Upgrade to Dev Tier today at https://console.groq.com/settings/billing"
         )
 
-    def rate_limited(self, verdict: Verdict, key: EmulatorKey, ctx: Ctx) -> Reply:
-        reply = super().rate_limited(verdict, key, ctx)
+    def rate_limited(self, verdict: Verdict, ctx: Ctx) -> Reply:
+        reply = super().rate_limited(verdict, ctx)
         if verdict.too_large:
             reply.status = 413
         return reply
 
-    def quota_spent(self, key: EmulatorKey, day_reset_in: float, ctx: Ctx) -> Reply:
-        limit = key.rpd or 14400
+    def quota_spent(self, rpd: int | None, day_reset_in: float, ctx: Ctx) -> Reply:
+        limit = rpd or 14400
         verdict = Verdict("rpd", limit, limit, 1, day_reset_in)
-        reply = self.rate_limited(verdict, key, ctx)
+        reply = self.rate_limited(verdict, ctx)
         # the daily budget is gone whatever rpd says: say so in the per-day request headers
         reply.headers.update(
             {
