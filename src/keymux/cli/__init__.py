@@ -1,4 +1,4 @@
-"""The ``keymux`` command: demo, check, keys, emulate."""
+"""The ``keymux`` command: demo, check, keys, emulate, serve."""
 
 from __future__ import annotations
 
@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         help="register a key (repeatable); without any, every key is accepted",
     )
     emulate.add_argument("--seed", type=int, default=0)
+
+    from ._serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -136,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._keys import keys
 
         return keys(console, dotenv_path=args.env_file or None)
+    if args.command == "serve":
+        from ._serve import serve
+
+        return serve(args)
     from ._emulate import emulate
 
     return emulate(console, args)
