@@ -1,4 +1,4 @@
-"""The public contract (api.md), checked end to end against the emulator for every provider.
+"""The public contract, checked end to end against the emulator for every provider.
 
 Each behaviour runs for "openai", "groq", "claude" and "gemini" and, where the entry point
 matters, both ways a user calls keymux:
@@ -21,11 +21,10 @@ import asyncio
 import json
 import math
 import threading
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -45,8 +44,10 @@ from keymux import (
     StreamError,
     UnsupportedError,
 )
-from keymux._clock import SystemClock
+from keymux._clock import FakeClock, SystemClock
 from keymux.emulator import Faults
+
+T = TypeVar("T")
 
 HELLO = [{"role": "user", "content": "Hello"}]
 #: what the emulator answers to HELLO (its documented reply), one token per word
@@ -165,7 +166,7 @@ def entry(request: pytest.FixtureRequest) -> Entry:
 
 
 def assert_names_key(exc: KeymuxError, provider: str, name: str, *secrets: str) -> None:
-    """api.md: every error names provider and key *name*, never a secret."""
+    """Every error names provider and key *name*, never a secret."""
     text = str(exc)
     assert provider in text, text
     assert repr(name) in text or name in text, text
@@ -202,6 +203,27 @@ async def sequential_streams(
 ) -> list[Streamed]:
     kw.setdefault("messages", HELLO)
     return [await entry.stream(client, **kw) for _ in range(n)]
+
+
+async def wait_until(condition: Callable[[], bool], what: str, *, within: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail loudly, naming ``what``, if it does not within
+    ``within`` seconds (a bound against hanging, not a timing assertion)."""
+    for _ in range(int(within / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"still waiting after {within} s for: {what}")
+
+
+async def bounded(awaitable: Awaitable[T], what: str, *, within: float = 10.0) -> T:
+    """``awaitable``'s result; fail loudly instead of hanging the run if it never ends.
+    (Not ``asyncio.wait_for``: its TimeoutError would be confused with RequestTimeoutError.)"""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=within)
+    if not done:
+        task.cancel()
+        raise AssertionError(f"{what} did not end within {within} s")
+    return task.result()
 
 
 def two_keys(provider: str, faults: Faults | None = None, **limits: Any) -> tuple[KeyPlan, KeyPlan]:
@@ -711,13 +733,17 @@ async def test_hanging_pinned_key_times_out(
     k1 = KeyPlan(provider, "k1", faults=Faults(hang=True))
     rig = make_rig(k1)
     async with entry.open(rig.multiplexer(max_retries=0)) as mux:
-        started = time.monotonic()
-        exc = await entry.call_error(mux.get_client(provider, key_name="k1"), kind, timeout=0.25)
-        elapsed = time.monotonic() - started
+        client = mux.get_client(provider, key_name="k1")
+        exc = await bounded(entry.call_error(client, kind, timeout=0.25), "the hanging call")
+        stats = mux.get_usage_stats()[provider]["k1"]
     assert isinstance(exc, RequestTimeoutError)
     assert isinstance(exc, TimeoutError)
     assert_names_key(exc, provider, "k1", k1.secret)
-    assert 0.2 <= elapsed < 3.0
+    # the attempt's own timeout ended it (not a deadline, not a connection error), once
+    assert "the attempt timed out" in str(exc)
+    assert exc.attempts == 1
+    assert rig.emu_stats(k1)["faults"] == {"hang": 1}
+    assert (stats["current_requests"], stats["failures"]) == (0, 1)
 
 
 async def test_hanging_key_is_left_for_a_healthy_one(
@@ -725,15 +751,19 @@ async def test_hanging_key_is_left_for_a_healthy_one(
 ) -> None:
     k1, k2 = two_keys(provider, Faults(hang=True))
     rig = make_rig(k1, k2)
-    async with entry.open(rig.multiplexer(max_retries=2)) as mux:
+    # keymux's time stands still: k1's cooldown after its timeout cannot end during the test
+    # (the attempt timeout itself is the HTTP client's, in real time)
+    mux = rig.multiplexer(max_retries=2, clock=FakeClock())
+    async with entry.open(mux):
         results = await sequential(entry, mux.get_client(provider), 2, timeout=0.2)
         stats = mux.get_usage_stats()[provider]
     assert all(r.key_name == "k2" for r in results)
-    # k1 backs off only for the (tiny) retry delay, so it may be tried first again
-    assert max(r.attempts for r in results) == 2
-    assert stats["k1"]["status"] in ("cooling", "active")
-    assert stats["k1"]["failures"] >= 1
+    # the first call tried k1 first, timed out and moved; the second found k1 cooling
+    assert [r.attempts for r in results] == [2, 1]
+    assert stats["k1"]["status"] == "cooling"
+    assert stats["k1"]["failures"] == 1
     assert stats["k1"]["successes"] == 0
+    assert rig.emu_stats(k1)["faults"] == {"hang": 1}
 
 
 @pytest.mark.parametrize("kind", ["chat", "stream"])
@@ -744,12 +774,13 @@ async def test_deadline_bounds_the_whole_call(
     rig.server.set_faults(rig.key("k2").secret, hang=True)
     # long attempts and many retries: only the deadline can end the call in time
     async with entry.open(rig.multiplexer(max_retries=10, timeout=30.0)) as mux:
-        started = time.monotonic()
-        exc = await entry.call_error(mux.get_client(provider), kind, deadline=0.2)
-        elapsed = time.monotonic() - started
+        call = entry.call_error(mux.get_client(provider), kind, deadline=0.2)
+        exc = await bounded(call, "a call with a 0.2 s deadline")
         stats = mux.get_usage_stats()[provider]
     assert isinstance(exc, RequestTimeoutError)
-    assert 0.15 <= elapsed < 3.0
+    # the deadline ended the call during its first (30 s) attempt: nothing else could have
+    assert "the deadline passed" in str(exc)
+    assert len(rig.server.requests) == 1
     assert provider in str(exc)
     assert all(s["current_requests"] == 0 and s["queue_size"] == 0 for s in stats.values())
 
@@ -765,15 +796,12 @@ async def test_a_request_past_its_deadline_leaves_the_queue(
     async with entry.open(mux):
         client = mux.get_client(provider)
         first = asyncio.ensure_future(entry.call(client, messages=HELLO, deadline=0.6))
-        for _ in range(200):  # until the first request hangs inside the emulator
-            if rig.server.requests:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(rig.server.requests), "the first request to hang")
         assert mux.get_usage_stats()[provider]["k1"]["current_requests"] == 1
-        started = time.monotonic()
-        with pytest.raises(RequestTimeoutError):
-            await entry.call(client, messages=HELLO, deadline=0.1)
-        assert time.monotonic() - started < 0.4
+        with pytest.raises(RequestTimeoutError, match="the deadline passed"):
+            await bounded(entry.call(client, messages=HELLO, deadline=0.1), "the queued call")
+        # it left the queue at its own deadline, before the request it waited behind ended
+        assert not first.done()
         stats = mux.get_usage_stats()[provider]["k1"]
         assert stats["queue_size"] == 0
         assert stats["current_requests"] == 1
@@ -807,15 +835,16 @@ async def test_queue_full_fails_at_once(make_rig: MakeRig, provider: str, entry:
             asyncio.ensure_future(entry.call(client, messages=HELLO, deadline=deadline))
             for deadline in (0.45, 0.55)
         ]
-        for _ in range(200):
+
+        def one_in_flight_one_queued() -> bool:
             stats = mux.get_usage_stats()[provider]["k1"]
-            if stats["current_requests"] == 1 and stats["queue_size"] == 1:
-                break
-            await asyncio.sleep(0.01)
-        started = time.monotonic()
+            return (stats["current_requests"], stats["queue_size"]) == (1, 1)
+
+        await wait_until(one_in_flight_one_queued, "one request in flight and one queued")
         with pytest.raises(keymux.QueueFullError) as info:
             await entry.call(client, messages=HELLO)
-        assert time.monotonic() - started < 0.3
+        # at once: while the two it found in the way still wait for their deadlines
+        assert not any(call.done() for call in calls)
         assert provider in str(info.value)
         for call in calls:
             with pytest.raises(RequestTimeoutError):
@@ -831,11 +860,12 @@ async def test_close_ends_every_accepted_request_explicitly(
     async with entry.open(mux):
         client = mux.get_client(provider)
         calls = [asyncio.ensure_future(entry.call(client, messages=HELLO)) for _ in range(3)]
-        for _ in range(200):
+
+        def one_in_flight_two_queued() -> bool:
             stats = mux.get_usage_stats()[provider]["k1"]
-            if stats["current_requests"] == 1 and stats["queue_size"] == 2:
-                break
-            await asyncio.sleep(0.01)
+            return (stats["current_requests"], stats["queue_size"]) == (1, 2)
+
+        await wait_until(one_in_flight_two_queued, "one request in flight and two queued")
     outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5.0)
     assert [type(o) for o in outcomes] == [keymux.ClosedError] * 3
     assert all(provider in str(o) for o in outcomes)
@@ -892,13 +922,12 @@ async def test_cancelling_a_queued_request_while_a_slot_frees_loses_nothing(
     async with rig.multiplexer(max_concurrent_requests=1, timeout=30.0) as mux:
         client = mux.get_client(provider)
         in_flight = asyncio.ensure_future(client.acall(messages=HELLO))
-        for _ in range(200):
-            if rig.server.requests:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(rig.server.requests), "the first request to hang")
         queued = asyncio.ensure_future(client.acall(messages=HELLO))
-        await asyncio.sleep(0.05)
-        assert mux.get_usage_stats()[provider]["k1"]["queue_size"] == 1
+        await wait_until(
+            lambda: mux.get_usage_stats()[provider]["k1"]["queue_size"] == 1,
+            "the second request to be queued",
+        )
         # e.g. two asyncio.timeout()s, or two deadlines, firing in one loop iteration
         in_flight.cancel()
         queued.cancel()
@@ -926,7 +955,7 @@ async def test_no_secret_in_stats_repr_or_keys(make_rig: MakeRig, provider: str)
 
 
 def test_public_names_exist() -> None:
-    """The names api.md promises are importable from ``keymux``."""
+    """The names the public contract promises are importable from ``keymux``."""
     for name in (
         "Multiplexer",
         "ApiKeyMultiplexer",

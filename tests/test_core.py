@@ -35,7 +35,6 @@ from keymux import (
     ClosedError,
     ConfigError,
     ConnectionError,
-    FakeClock,
     KeymuxError,
     MalformedResponseError,
     Multiplexer,
@@ -49,6 +48,7 @@ from keymux import (
     SystemClock,
 )
 from keymux._client import ProviderClient
+from keymux.testing import FakeClock
 
 HI = [{"role": "user", "content": "Say hi"}]
 T0 = 1000.0  # FakeClock's start

@@ -26,6 +26,7 @@ from keymux._env import (
     discover_keys,
     looked_for,
 )
+from keymux._errors import ConfigError
 
 CANARY = "sk-CANARY-0123456789abcdef"
 CANARY_PARTS = ("CANARY-0123456789", "0123456789abcdef")
@@ -620,7 +621,7 @@ def test_malformed_lines_reported_by_line_and_skipped(tmp_path: Path) -> None:
         (7, None, "warning"),
     ]
     assert all(p.source == f".env ({path})" for p in scan.problems)
-    assert str(scan.problems[1]).startswith(f".env ({path}), line 5: ")
+    assert str(scan.problems[1]).startswith(f".env ({path}):5: ")
     assert "GROQ_API_KEY" in scan.problems[1].message
     assert_no_secret(scan, *CANARY_PARTS)
 
@@ -742,14 +743,71 @@ def test_each_base_url_variable(variable: str, provider: str) -> None:
 
 
 @pytest.mark.parametrize("bad", ["api.openai.com/v1", "ftp://host/v1", "https://", "not a url"])
-def test_invalid_base_url_is_a_problem_and_unused(tmp_path: Path, bad: str) -> None:
+def test_an_unusable_base_url_in_dotenv_is_an_error_naming_file_and_line(
+    tmp_path: Path, bad: str
+) -> None:
+    """Never a silent switch to the real API (the keys would go there too)."""
     path = write_env(tmp_path, f"GROQ_API_KEY={key('q')}\nGROQ_BASE_URL={bad}\n")
-    scan = discover_keys({}, dotenv_path=path)
-    assert scan.base_urls == {}
-    assert [(k.name, k.base_url) for k in scan.keys] == [("GROQ_API_KEY", None)]
-    [problem] = scan.problems
-    assert (problem.level, problem.variable, problem.line) == ("error", "GROQ_BASE_URL", 2)
-    assert "groq" in problem.message
+    with pytest.raises(ConfigError) as info:
+        discover_keys({}, dotenv_path=path)
+    message = str(info.value)
+    assert message.startswith(f"GROQ_BASE_URL (at .env ({path}):2) is not a usable base URL")
+    assert "https://api.groq.com" in message  # what a usable one looks like
+    assert "unset it" in message
+    assert bad == "https://" or bad not in message  # never the value
+    assert key("q") not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "provider"),
+    [
+        ("OPENAI_BASE_URL", "openai"),
+        ("GROQ_BASE_URL", "groq"),
+        ("ANTHROPIC_BASE_URL", "claude"),
+        ("GOOGLE_GEMINI_BASE_URL", "gemini"),
+        ("GEMINI_BASE_URL", "gemini"),
+    ],
+)
+def test_an_unusable_base_url_in_the_environment_is_an_error(variable: str, provider: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        scan_env({variable: "bad-url", "OPENAI_API_KEY": key("o")})
+    assert str(info.value).startswith(f"{variable} (in the environment) is not a usable base URL")
+    assert f"{provider}'s real API" in str(info.value)
+
+
+def test_every_unusable_base_url_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        scan_env({"OPENAI_BASE_URL": "bad", "ANTHROPIC_BASE_URL": "also bad"})
+    assert "OPENAI_BASE_URL" in str(info.value)
+    assert "ANTHROPIC_BASE_URL" in str(info.value)
+
+
+def test_a_base_url_that_is_not_used_is_not_checked(tmp_path: Path) -> None:
+    """The environment's value wins over the .env file's, and GOOGLE_GEMINI_BASE_URL over
+    GEMINI_BASE_URL: the value that is not used cannot send anything anywhere."""
+    path = write_env(tmp_path, "OPENAI_BASE_URL=not a url\n")
+    scan = discover_keys(
+        {
+            "OPENAI_BASE_URL": "https://env.example",
+            "GOOGLE_GEMINI_BASE_URL": "https://a.example",
+            "GEMINI_BASE_URL": "nope",
+        },
+        dotenv_path=path,
+    )
+    assert scan.base_urls == {"openai": "https://env.example", "gemini": "https://a.example"}
+
+
+def test_from_env_raises_for_an_unusable_base_url(tmp_path: Path) -> None:
+    from keymux import Multiplexer
+
+    path = write_env(tmp_path, f"OPENAI_API_KEY={CANARY}\nOPENAI_BASE_URL=bad-url\n")
+    with pytest.raises(ConfigError, match=r"OPENAI_BASE_URL \(at .*\.env\):2\)") as info:
+        Multiplexer.from_env(dotenv_path=path, environ={})
+    assert CANARY not in str(info.value)
+    with pytest.raises(ConfigError, match=r"OPENAI_BASE_URL \(in the environment\)"):
+        Multiplexer.from_env(
+            dotenv_path=None, environ={"OPENAI_API_KEY": CANARY, "OPENAI_BASE_URL": "bad-url"}
+        )
 
 
 def test_google_gemini_base_url_wins_over_gemini_base_url() -> None:
@@ -831,16 +889,22 @@ def test_canary_never_appears_anywhere(tmp_path: Path) -> None:
         f'GROQ_API_KEY="{CANARY}\n'
         f"{CANARY}\n"
         f"CLAUDE_API_KEY=' {CANARY}'\n"
-        f"GEMINI_BASE_URL={CANARY}\n"
         f"GEMINI_API_KEY={CANARY}\n"
         f"GEMINI_API_KEY={CANARY}2\n",
         mode=0o644,
     )
     environ = {"OPENAI_API_KEY": f"{CANARY}-env", "GOOGLE_API_KEY": f"{CANARY}2"}
     scan = discover_keys(environ, dotenv_path=path)
-    assert len(scan.problems) >= 8
+    assert len(scan.problems) >= 7
     assert {k.name for k in scan.keys} == {"OPENAI_API_KEY", "OPENAI_API_KEY_1", "GEMINI_API_KEY"}
     assert_no_secret(scan, *CANARY_PARTS)
+    # a key pasted into a base URL variable is an error that does not show it
+    with path.open("a", encoding="utf-8") as stream:
+        stream.write(f"GEMINI_BASE_URL={CANARY}\n")
+    with pytest.raises(ConfigError) as info:
+        discover_keys(environ, dotenv_path=path)
+    assert "GEMINI_BASE_URL" in str(info.value)
+    assert not any(part in str(info.value) for part in CANARY_PARTS)
 
 
 # --- properties ------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Smoke test of ``benchmarks/goodput.py``: its quick mode runs end to end and prints its tables.
 
-No timing is asserted (the machine may be busy); only that every scenario ran, the table has its
-columns, and the script exits 0. The emulator runs in a subprocess on 127.0.0.1.
+No timing is asserted (the machine may be busy); only that every scenario ran with the rows it
+promises, and every row answered every request (40 each) with none failed, and the script exits
+0. The emulator runs in a subprocess on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +15,92 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "goodput.py"
+REQUESTS = 40
+HEADERS = ["row", "goodput", "ok", "429s served", "failed", "CPU ms/req", "wall s", "verdict"]
+
+#: scenario -> rows ``--quick --no-litellm`` runs in it (at least these)
+EXPECTED_ROWS = {
+    "configured": [
+        "keymux async rate-aware (configured)",
+        "keymux sync rate-aware (configured)",
+        "naive round-robin + retry-after",
+    ],
+    "learned": [
+        "keymux async rate-aware (learned)",
+        "keymux sync rate-aware (learned)",
+    ],
+    "mixed": [
+        "keymux async rate-aware (configured)",
+        "keymux async rate-aware (learned)",
+        "naive round-robin + retry-after",
+    ],
+}
+
+
+def parse_tables(out: str) -> dict[str, list[dict[str, str]]]:
+    """The benchmark's tables: ``== <scenario>: ... ==``, a header line, a line of dashes that
+    marks each column's width, then one line per row until a blank line."""
+    tables: dict[str, list[dict[str, str]]] = {}
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        title = re.match(r"== (\w+): .* ==$", line)
+        if title is None:
+            continue
+        header, dashes = lines[i + 1], lines[i + 2]
+        spans = [(m.start(), m.end()) for m in re.finditer(r"-+", dashes)]
+        assert [header[a:b].strip() for a, b in spans] == HEADERS, header
+        rows = []
+        for row in lines[i + 3 :]:
+            if not row.strip() or row.startswith("  note:"):
+                break
+            cells = [row[a:b].strip() for a, b in spans[:-1]] + [row[spans[-1][0] :].strip()]
+            rows.append(dict(zip(HEADERS, cells, strict=True)))
+        tables[title[1]] = rows
+    return tables
+
+
+def test_parse_tables_reads_the_benchmarks_format() -> None:
+    out = (
+        "\n== configured: limits configured; capacity 80 req/s ==\n"
+        "row                   goodput  ok  429s served  failed  CPU ms/req  wall s  verdict\n"
+        "--------------------  -------  --  -----------  ------  ----------  ------  -------\n"
+        "keymux async x (y)      1.067  40     0 (0.0%)       0       0.403    0.47  PASS\n"
+        "naive round-robin      16.557  38     2 (5.0%)       2       0.218    0.03  MISS failures\n"
+        "\ntotal 1.5 s\n"
+    )
+    assert parse_tables(out) == {
+        "configured": [
+            dict(
+                zip(
+                    HEADERS,
+                    ["keymux async x (y)", "1.067", "40", "0 (0.0%)", "0", "0.403", "0.47", "PASS"],
+                    strict=True,
+                )
+            ),
+            dict(
+                zip(
+                    HEADERS,
+                    [
+                        "naive round-robin",
+                        "16.557",
+                        "38",
+                        "2 (5.0%)",
+                        "2",
+                        "0.218",
+                        "0.03",
+                        "MISS failures",
+                    ],
+                    strict=True,
+                )
+            ),
+        ]
+    }
 
 
 @pytest.mark.e2e
-def test_goodput_quick_mode_prints_the_tables() -> None:
+def test_goodput_quick_mode_answers_every_request_of_every_row() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--requests", "40", "--no-litellm"],
+        [sys.executable, str(SCRIPT), "--quick", "--requests", str(REQUESTS), "--no-litellm"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -26,11 +108,16 @@ def test_goodput_quick_mode_prints_the_tables() -> None:
     )
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:] + out[-2000:]
-    for header in ("row", "goodput", "429s served", "failed", "CPU ms/req", "wall s", "verdict"):
-        assert header in out, header
-    for scenario in ("== configured:", "== learned:", "== mixed:"):
-        assert scenario in out, scenario
-    for row in ("keymux async rate-aware", "keymux sync rate-aware", "naive round-robin"):
-        assert row in out, row
-    # every row that ran answered every request (40 each) or says why not
     assert "Traceback" not in proc.stderr
+    tables = parse_tables(out)
+    assert set(tables) == set(EXPECTED_ROWS)
+    for name, expected in EXPECTED_ROWS.items():
+        ran = [row["row"] for row in tables[name]]
+        assert set(expected) <= set(ran), f"{name}: expected rows {expected}, got {ran}"
+    for name, rows in tables.items():
+        for row in rows:
+            where = f"{name}: {row['row']}"
+            assert row["verdict"] != "skipped", where
+            assert row["ok"] == str(REQUESTS), f"{where} answered {row['ok']} of {REQUESTS}"
+            assert row["failed"] == "0", f"{where}: {row['failed']} failed"
+    assert "note:" not in out  # the benchmark's note lists the errors a row met

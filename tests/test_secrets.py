@@ -1,4 +1,4 @@
-"""Secret hygiene audit (design.md invariant 6): no key in any exception, log, repr, stats or file.
+"""Secret hygiene audit: no key in any exception, log, repr, stats or file, ever.
 
 One canary key is used as every provider's key and pushed through every error path keymux has:
 against the emulator (invalid key, quota, 5xx, malformed body, broken streams, hangs, 400s),
@@ -102,6 +102,15 @@ def assert_logs_clean(caplog: pytest.LogCaptureFixture) -> None:
         assert_clean(repr(record.args), f"log record args {record.name}")
 
 
+def assert_answer_clean(answer: Any) -> None:
+    """A Response (or a stream's items): repr, text and the provider's raw JSON."""
+    for item in answer if isinstance(answer, list) else [answer]:
+        assert_clean(repr(item), "repr(answer)")
+        if isinstance(item, keymux.Response):
+            assert_clean(item.text, "Response.text")
+            assert_clean(json.dumps(item.raw), "Response.raw")
+
+
 def assert_mux_clean(mux: keymux.Multiplexer) -> None:
     """repr of the multiplexer, its clients, lanes, key specs; stats; the key listing."""
     assert_clean(repr(mux), "repr(mux)")
@@ -157,6 +166,14 @@ async def expect_error(
     raise AssertionError(f"expected {error.__name__}, got {result!r}")
 
 
+async def outcome_of(awaitable: Awaitable[Any]) -> Any:
+    """What ``awaitable`` returned, or the KeymuxError it raised."""
+    try:
+        return await awaitable
+    except keymux.KeymuxError as exc:
+        return exc
+
+
 async def drain_stream(client: keymux.ProviderClient, **kwargs: Any) -> list[Any]:
     return [item async for item in client.astream("chat", messages=MESSAGES, **kwargs)]
 
@@ -209,17 +226,20 @@ async def test_emulated_failures_never_show_the_key(
         assert_mux_clean(mux)
         if case == "invalid-key":  # the log capture works: the disabling was logged
             assert any("disabled" in r.getMessage() for r in logs.records)
-        # the pinned client's view of the same key after the failure (the key may be
-        # disabled, cooling or fine by now: whatever the answer, it is clean)
+        # the pinned client's view of the same key after the failure: an error again while the
+        # fault lasts (or the key is disabled), an answer after a mere bad request; either is
+        # checked clean
         if not hangs:  # (a hang would only cost time)
             pinned = mux.get_client(provider, key_name="canary")
-            try:
-                if how == "stream":
-                    await drain_stream(pinned)
-                else:
-                    await pinned.acall("chat", messages=MESSAGES)
-            except keymux.KeymuxError as pinned_exc:
-                assert_exception_clean(pinned_exc)
+            answer = await outcome_of(
+                drain_stream(pinned) if how == "stream" else pinned.acall("chat", messages=MESSAGES)
+            )
+            if case == "bad-request":
+                assert not isinstance(answer, BaseException), f"a healthy key failed: {answer!r}"
+                assert_answer_clean(answer)
+            else:
+                assert isinstance(answer, keymux.KeymuxError), f"{case} did not recur: {answer!r}"
+                assert_exception_clean(answer)
     assert_mux_clean(mux)
     assert_clean(json.dumps(emu.stats()), "emulator stats")
     assert_clean(repr(emu.keys()), "emulator keys")
@@ -235,7 +255,13 @@ async def test_deadline_queue_full_closed_and_unsupported_errors(
             mux.add_key(provider, "canary", CANARY, base_url=emu.base_url(provider))
         client = mux.get_openai_client()
         busy = asyncio.ensure_future(client.acall("chat", messages=MESSAGES))
-        await asyncio.sleep(0.05)
+        # the one slot is taken once the request is in flight (the emulator holds it 0.3 s)
+        for _ in range(2500):
+            if mux.get_usage_stats()["openai"]["canary"]["current_requests"] == 1:
+                break
+            await asyncio.sleep(0.002)
+        else:
+            raise AssertionError("the first request never went in flight")
         errors = [
             await expect_error(client.acall("chat", messages=MESSAGES), keymux.QueueFullError),
             await expect_error(
@@ -434,7 +460,6 @@ def test_env_problems_never_show_the_key(tmp_path: Path, logs: pytest.LogCapture
         f"OPENAI_API_KEY_2=\n"
         f"GEMINI_API_KEYS={CANARY},,{CANARY}\n"
         f"ANTHROPIC_API_KEY={CANARY} trailing\n"
-        f"OPENAI_BASE_URL=not-a-url-{CANARY}\n"
     )
     env_file.chmod(0o644)
     mux = keymux.Multiplexer.from_env(dotenv_path=env_file, environ={})
@@ -443,6 +468,12 @@ def test_env_problems_never_show_the_key(tmp_path: Path, logs: pytest.LogCapture
         assert_clean(str(problem), "str(EnvProblem)")
     assert_mux_clean(mux)
     mux.close()
+    # an unusable base URL is an error, not a problem: it must not show the value either
+    with env_file.open("a", encoding="utf-8") as stream:
+        stream.write(f"OPENAI_BASE_URL=not-a-url-{CANARY}\n")
+    with pytest.raises(keymux.ConfigError, match="OPENAI_BASE_URL") as info:
+        keymux.Multiplexer.from_env(dotenv_path=env_file, environ={})
+    assert_exception_clean(info.value)
 
 
 # --- Secret itself ----------------------------------------------------------------------------

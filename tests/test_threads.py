@@ -497,12 +497,13 @@ def test_a_blocking_call_on_the_multiplexers_own_loop_raises_instead_of_deadlock
                 ("call", lambda: client("chat", messages=MESSAGES)),
                 ("stream", lambda: list(client.stream("chat", messages=MESSAGES))),
             ):
-                t0 = time.monotonic()
+                # refused up front: nothing was sent (a deadlock would fail run_threads)
+                before = emulator.requests_seen()
                 try:
                     blocking()
                 except keymux.KeymuxError as exc:
                     caught[what] = exc
-                assert time.monotonic() - t0 < 1.0
+                assert emulator.requests_seen() == before, what
             # and the multiplexer still works afterwards
             caught["after"] = await client.acall("chat", messages=MESSAGES)
 
@@ -529,7 +530,7 @@ def test_a_refused_close_on_the_own_loop_leaves_the_multiplexer_usable(
             await client.acall("chat", messages=MESSAGES)
             try:
                 mux.close()
-            except keymux.ClosedError as exc:
+            except keymux.UsageError as exc:
                 caught["close"] = exc
             try:
                 caught["after"] = await client.acall("chat", messages=MESSAGES)
@@ -620,10 +621,30 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def emulate_subprocess() -> Iterator[str]:
     """``keymux emulate`` on a free loopback port; yields the OpenAI base URL."""
+    yield from _emulate_subprocess()
+
+
+@pytest.fixture(scope="module")
+def slow_emulate_subprocess() -> Iterator[str]:
+    """The same, answering each request after 0.25 s: a request stays in flight that long."""
+    yield from _emulate_subprocess("--latency", "0.25")
+
+
+def _emulate_subprocess(*options: str) -> Iterator[str]:
     port = _free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keymux", "emulate", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "keymux",
+            "emulate",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *options,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -729,30 +750,40 @@ def test_fork_after_use_the_child_gets_its_own_loop_thread(emulate_subprocess: s
 
 
 @needs_fork
-def test_fork_while_requests_are_in_flight_in_the_parent(emulate_subprocess: str) -> None:
+def test_fork_while_requests_are_in_flight_in_the_parent(slow_emulate_subprocess: str) -> None:
     mux = keymux.Multiplexer(**FAST)
     _made.append(mux)
-    mux.add_openai_key("a", secret("a"), base_url=emulate_subprocess)
+    mux.add_openai_key("a", secret("a"), base_url=slow_emulate_subprocess)
     client = mux.get_openai_client()
     results: list[Any] = []
 
     def background() -> None:
-        for _ in range(20):
+        for _ in range(2):
             try:
                 results.append(client("chat", messages=MESSAGES))
             except BaseException as exc:
                 results.append(exc)
 
+    def in_flight() -> int:
+        return int(mux.get_usage_stats()["openai"]["a"]["current_requests"])
+
     thread = threading.Thread(target=background, daemon=True)
     thread.start()
-    time.sleep(0.02)
+    # fork only once a request is really in flight (each is held 0.25 s by the emulator)
+    deadline = time.monotonic() + 10
+    while in_flight() != 1:
+        assert time.monotonic() < deadline, "no request went in flight within 10 s"
+        time.sleep(0.001)
 
     def child() -> int:
-        # the parent's counters (requests in flight, queues) must not leak into the child
+        # the parent's counters (requests in flight, queues) must not leak into the child:
+        # _child_call checks the child sees 0 in flight after its own call
         return _child_call(mux)
 
+    assert results == []  # the first request has not come back: it is in flight now
     code = _fork(child)
     thread.join(JOIN)
     assert code == 0
+    assert len(results) == 2
     assert all(isinstance(r, keymux.Response) for r in results), results
     mux.close()

@@ -5,12 +5,16 @@ from keymux import Multiplexer
 with Multiplexer.from_env() as mux:
     client = mux.get_openai_client(strategy="rate-aware")
     print(client("chat", messages=[{"role": "user", "content": "Hello"}]).text)
+
+The public names are the ones in ``__all__``; every module whose name starts with ``_`` is
+private and may change. Test helpers (``FakeClock``) live in ``keymux.testing``.
 """
 
-from __future__ import annotations
+from collections.abc import Mapping as _Mapping
+from types import MappingProxyType as _MappingProxyType
 
 from ._client import ProviderClient
-from ._clock import Clock, FakeClock, SystemClock
+from ._clock import Clock, SystemClock
 from ._config import Timeout
 from ._errors import (
     AuthenticationError,
@@ -19,6 +23,7 @@ from ._errors import (
     ClosedError,
     ConfigError,
     ConnectionError,
+    InvalidRequestError,
     KeymuxError,
     MalformedResponseError,
     NoKeyAvailableError,
@@ -31,13 +36,19 @@ from ._errors import (
     TransportError,
     UnsupportedError,
     UpstreamError,
+    UsageError,
 )
 from ._multiplexer import ApiKeyMultiplexer, Multiplexer
 from ._secret import Secret
-from ._strategies import STRATEGIES
+from ._strategies import STRATEGIES as _STRATEGIES
+from ._strategies import LaneView as KeyView
+from ._strategies import Strategy
 from ._types import Response, Usage
 
 __version__ = "0.1.0.dev0"
+
+#: the built-in strategies by name (read-only; ``"specific"`` is ``key_name=``, not a function)
+STRATEGIES: _Mapping[str, Strategy[KeyView]] = _MappingProxyType(_STRATEGIES)
 
 __all__ = [
     "STRATEGIES",
@@ -49,7 +60,8 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "ConnectionError",
-    "FakeClock",
+    "InvalidRequestError",
+    "KeyView",
     "KeymuxError",
     "MalformedResponseError",
     "Multiplexer",
@@ -62,6 +74,7 @@ __all__ = [
     "RequestTimeoutError",
     "Response",
     "Secret",
+    "Strategy",
     "StreamError",
     "SystemClock",
     "Timeout",
@@ -69,5 +82,6 @@ __all__ = [
     "UnsupportedError",
     "UpstreamError",
     "Usage",
+    "UsageError",
     "__version__",
 ]

@@ -195,9 +195,18 @@ class EnvProblem:
     message: str
     level: Level = "warning"
 
+    @property
+    def where(self) -> str:
+        """``source:line`` (just ``source`` for the environment)."""
+        return _where(self.source, self.line)
+
     def __str__(self) -> str:
-        where = self.source if self.line is None else f"{self.source}, line {self.line}"
-        return f"{where}: {self.message}"
+        """``source:line: message``: how the log, ``keymux keys`` and ``keymux check`` show it."""
+        return f"{self.where}: {self.message}"
+
+
+def _where(source: str, line: int | None) -> str:
+    return source if line is None else f"{source}:{line}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +415,10 @@ def discover_keys(
 
     The environment wins over the .env file for the same variable (python-dotenv's default
     ``override=False``); the file is parsed, never loaded into ``os.environ``. A missing file
-    is fine. Nothing is raised for bad values: they are reported in ``EnvScan.problems``.
+    is fine. A malformed line or a bad key value is reported in ``EnvScan.problems`` and
+    skipped. A base URL variable that is set but unusable raises ``ConfigError`` naming it (and
+    its file and line): using the provider's real API instead would send requests, and keys,
+    somewhere the user did not ask for.
     """
     env = dict(os.environ if environ is None else environ)  # a snapshot: no torn reads
     problems: list[EnvProblem] = []
@@ -462,7 +474,10 @@ def discover_keys(
 
 
 def _base_urls(values: Mapping[str, _Value], problems: list[EnvProblem]) -> dict[str, str]:
+    """provider -> base URL; ConfigError naming every base URL variable set to something that is
+    not a URL. An empty value means the provider's default, as if unset."""
     urls: dict[str, str] = {}
+    unusable: list[str] = []
     for spec in PROVIDER_VARIABLES.values():
         chosen: str | None = None
         for name in spec.base_url:
@@ -485,20 +500,26 @@ def _base_urls(values: Mapping[str, _Value], problems: list[EnvProblem]) -> dict
             try:
                 url = check_base_url(found.value, what=name)
             except ConfigError:
-                problems.append(
-                    EnvProblem(
-                        found.source,
-                        found.line,
-                        name,
-                        f"{name} is not a usable base URL (it needs an http:// or https:// scheme "
-                        f"and a host); {spec.provider} keys use the default base URL",
-                        "error",
-                    )
-                )
+                unusable.append(_unusable_base_url(spec.provider, name, found))
                 continue
             if url is not None:
                 urls[spec.provider] = url
+    if unusable:
+        raise ConfigError("; ".join(unusable))
     return urls
+
+
+def _unusable_base_url(provider: str, name: str, found: _Value) -> str:
+    # never the value: a key pasted into the wrong variable must not reach a log
+    from .providers import ADAPTERS
+
+    where = "in the environment" if found.line is None else f"at {_where(found.source, found.line)}"
+    return (
+        f"{name} ({where}) is not a usable base URL: it needs an http:// or https:// scheme and "
+        f"a host, like {ADAPTERS[provider].default_base_url}. keymux does not fall back to "
+        f"{provider}'s real API for a base URL you set: fix {name}, or unset it to use the "
+        "real API"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """keymux's exception tree.
 
 Every error keymux raises is a ``KeymuxError``. Messages name the provider and the key *name*,
-never a secret.
+never a secret. Where a builtin exception means the same thing, keymux's class is also one of
+those (``ConfigError`` is a ``ValueError``, ``RequestTimeoutError`` a ``TimeoutError``,
+``keymux.ConnectionError`` the builtin ``ConnectionError``), so ``except ConnectionError:`` in
+code that knows nothing of keymux catches it too.
 
     KeymuxError
     ├── ConfigError (also ValueError)           a configuration mistake, raised at once
@@ -17,14 +20,19 @@ never a secret.
     │   ├── MalformedResponseError              the answer was not valid JSON or lacked fields
     │   └── StreamError                         a stream broke after some chunks reached the caller
     ├── TransportError
-    │   ├── RequestTimeoutError (also TimeoutError)   an attempt or the call's deadline timed out
-    │   └── ConnectionError                     the connection failed or was reset
+    │   ├── RequestTimeoutError (also TimeoutError)
+    │   │                                       an attempt or the call's deadline timed out
+    │   └── ConnectionError (also builtins.ConnectionError)
+    │                                           the connection failed or was reset
     ├── InvalidRequestError (also ValueError)   the request cannot be sent as given
     ├── UnsupportedError (also ValueError)      the provider cannot do that endpoint
-    └── ClosedError (also RuntimeError)         the multiplexer is closed
+    ├── ClosedError (also RuntimeError)         the multiplexer is closed
+    └── UsageError (also RuntimeError)          a call that cannot work where it was made
 """
 
 from __future__ import annotations
+
+import builtins
 
 __all__ = [
     "AuthenticationError",
@@ -46,6 +54,7 @@ __all__ = [
     "TransportError",
     "UnsupportedError",
     "UpstreamError",
+    "UsageError",
 ]
 
 
@@ -180,13 +189,12 @@ class RequestTimeoutError(TransportError, TimeoutError):
     """An attempt timed out, or the call's deadline passed."""
 
 
-class ConnectionError(TransportError):  # noqa: A001 - keymux.ConnectionError, by design
+class ConnectionError(TransportError, builtins.ConnectionError):  # noqa: A001 - by design
     """The connection could not be made or was reset."""
 
 
 class InvalidRequestError(KeymuxError, ValueError):
-    """The request cannot be sent as given (bad messages, parameters); found before any key
-    was used, so nothing reached a provider."""
+    """The request cannot be sent as given; found before any key was used."""
 
 
 class UnsupportedError(KeymuxError, ValueError):
@@ -195,3 +203,7 @@ class UnsupportedError(KeymuxError, ValueError):
 
 class ClosedError(KeymuxError, RuntimeError):
     """The multiplexer is closed, or closed before the request could finish."""
+
+
+class UsageError(KeymuxError, RuntimeError):
+    """A call that cannot work where it was made (a blocking call inside keymux's own loop)."""

@@ -15,7 +15,7 @@ from ._clock import Clock, SystemClock
 from ._config import KeySpec, MuxConfig, RetryPolicy, Timeout
 from ._core import Core
 from ._env import EnvProblem, EnvScan, discover_keys
-from ._errors import ClosedError, ConfigError
+from ._errors import ClosedError, ConfigError, UsageError
 from ._gateway import Gateway
 from ._secret import Secret
 from ._stats import lane_stats
@@ -83,9 +83,15 @@ class Multiplexer:
         environ: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Multiplexer:
-        """A multiplexer with every key found in ``os.environ`` and ``./.env``."""
-        mux = cls(**kwargs)
+        """A multiplexer with every key found in ``environ`` (default ``os.environ``) and the
+        ``dotenv_path`` file (default ``./.env``; None for none).
+
+        Malformed lines and bad key values are logged (by file, line and variable name, never
+        by value), kept in ``env_problems`` and skipped. A ``*_BASE_URL`` variable that is set
+        but is not a usable URL raises ``ConfigError`` instead of sending to the real API.
+        """
         scan = discover_keys(environ, dotenv_path=dotenv_path, use_dotenv=dotenv_path is not None)
+        mux = cls(**kwargs)
         mux._load_scan(scan)
         return mux
 
@@ -93,8 +99,7 @@ class Multiplexer:
         self.env_problems = list(scan.problems)
         for problem in scan.problems:  # names files, lines and variables, never values
             if problem.level != "info":
-                where = problem.source + (f":{problem.line}" if problem.line else "")
-                log.warning("keymux: %s: %s", where, problem.message)
+                log.warning("keymux: %s", problem)
         for spec in scan.keys:
             self._add_spec(spec)
 
@@ -252,7 +257,7 @@ class Multiplexer:
     def close(self) -> None:
         """Finish or fail every accepted request, then release connections and the loop."""
         if self._runtime.is_home():
-            raise ClosedError(
+            raise UsageError(
                 "close() was called inside the multiplexer's event loop: use `await mux.aclose()`"
             )
         self._gateway.closed = True

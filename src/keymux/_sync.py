@@ -19,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from ._errors import ClosedError, KeymuxError
+from ._errors import ClosedError, UsageError
 
 __all__ = ["Runtime"]
 
@@ -94,7 +94,7 @@ class Runtime:
                     loop = self._start_portal()
         assert loop is not None
         if _running_loop() is loop:
-            raise KeymuxError(
+            raise UsageError(
                 "a blocking keymux call was made inside the event loop the multiplexer runs on; "
                 "it would deadlock: use `await client.acall(...)` / `client.astream(...)` there"
             )
@@ -190,7 +190,7 @@ class Runtime:
         if loop is None or loop.is_closed():
             return
         if _running_loop() is loop:
-            raise ClosedError(
+            raise UsageError(
                 "close() was called inside the multiplexer's event loop: use `await mux.aclose()`"
             )
         if loop.is_running():

@@ -1,8 +1,13 @@
-"""The ``keymux`` command: demo, check, keys, emulate, serve."""
+"""The ``keymux`` command: demo, check, keys, emulate, serve.
+
+Mistakes on the command line (a bad flag value, an unreadable ``--env-file``, a port in use)
+end in one line on stderr naming the problem and what to do, and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -10,10 +15,20 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from .. import __version__
+from .._env import PROVIDER_VARIABLES
+from .._errors import KeymuxError
+from .._names import PROVIDERS as _PROVIDERS
+from ._args import (
+    CliError,
+    Parser,
+    base_url,
+    dotenv_path,
+    positive_float,
+    positive_int,
+    strategy_name,
+)
 
 __all__ = ["main"]
-
-_PROVIDERS = ("openai", "groq", "claude", "gemini")
 
 
 def _env_default(name: str, default: str) -> str:
@@ -21,35 +36,96 @@ def _env_default(name: str, default: str) -> str:
     return os.environ.get(f"KEYMUX_{name}", default)
 
 
+_ENV_FILE_HELP = "the .env file to read ('' for none; default: ./.env if there is one)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="keymux",
         description="Spread LLM API traffic across many API keys of OpenAI, Groq, Anthropic "
         "and Gemini.",
     )
     parser.add_argument("--version", action="version", version=f"keymux {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        help="what to run ('keymux COMMAND --help' for its options; "
+        "'python -m keymux' alone runs check)",
+    )
 
-    demo = sub.add_parser("demo", help="run the built-in emulator with fake keys (no real key)")
-    demo.add_argument("--requests", type=int, default=_env_default("DEMO_REQUESTS", "300"))
+    demo = sub.add_parser(
+        "demo",
+        help="run the built-in emulator with fake keys (no real key)",
+        description="Start keymux's emulator of the four APIs on loopback with fake keys and "
+        "small rate limits (it also injects 500 and 529 errors), send concurrent requests "
+        "through the multiplexer, print the per-key table and write the statistics as JSON.",
+    )
+    demo.add_argument(
+        "--requests",
+        type=positive_int,
+        default=_env_default("DEMO_REQUESTS", "300"),
+        metavar="N",
+        help="requests in all, spread over the four providers (env KEYMUX_DEMO_REQUESTS)",
+    )
     demo.add_argument(
         "--window",
-        type=float,
+        type=positive_float,
         default=1.0,
-        help="seconds of the emulator's rate-limit window (default 1)",
+        metavar="SECONDS",
+        help="seconds of the emulator's rate-limit window",
     )
-    demo.add_argument("--strategy", default="rate-aware")
-    demo.add_argument("--json-out", default="keymux-demo-stats.json")
+    demo.add_argument(
+        "--strategy",
+        type=strategy_name,
+        default="rate-aware",
+        metavar="NAME",
+        help="how keymux picks a key: round-robin, least-loaded, weighted or rate-aware",
+    )
+    demo.add_argument(
+        "--json-out",
+        default="keymux-demo-stats.json",
+        metavar="FILE",
+        help="where to write the statistics",
+    )
 
-    check = sub.add_parser("check", help="test the keys found in the environment and .env")
-    check.add_argument("--json-out", default="keymux-check-stats.json")
-    check.add_argument("--requests", type=int, default=5, help="requests per provider")
-    check.add_argument("--concurrency", type=int, default=8)
-    check.add_argument("--strategy", default="round-robin")
-    check.add_argument(
-        "--deadline", type=float, default=120.0, help="seconds each request may take in all"
+    check = sub.add_parser(
+        "check",
+        help="test the keys found in the environment and .env",
+        description="Find your API keys in the environment and .env, send a few concurrent "
+        "requests per provider through them (real calls: they count against your quotas), "
+        "print the per-key table and write the statistics as JSON.",
     )
-    check.add_argument("--env-file", default=".env", help="the .env file to read ('' for none)")
+    check.add_argument(
+        "--json-out",
+        default="keymux-check-stats.json",
+        metavar="FILE",
+        help="where to write the statistics",
+    )
+    check.add_argument(
+        "--requests", type=positive_int, default=5, metavar="N", help="requests per provider"
+    )
+    check.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="requests in flight at once, in all",
+    )
+    check.add_argument(
+        "--strategy",
+        type=strategy_name,
+        default="round-robin",
+        metavar="NAME",
+        help="how keymux picks a key: round-robin, least-loaded, weighted or rate-aware",
+    )
+    check.add_argument(
+        "--deadline",
+        type=positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="seconds each request may take in all (queueing, retries, attempts)",
+    )
+    check.add_argument("--env-file", default=None, metavar="FILE", help=_ENV_FILE_HELP)
     for provider in _PROVIDERS:
         flags = [f"--{provider}-base-url"]
         if provider == "claude":
@@ -57,12 +133,20 @@ def _parser() -> argparse.ArgumentParser:
         check.add_argument(
             *flags,
             dest=f"{provider}_base_url",
+            type=base_url,
             default=None,
-            help=f"base URL for {provider} keys (e.g. the emulator)",
+            metavar="URL",
+            help=f"base URL for {provider} keys (e.g. the emulator); wins over "
+            f"{PROVIDER_VARIABLES[provider].base_url[0]}",
         )
 
-    keys = sub.add_parser("keys", help="list the keys found (masked) and where they came from")
-    keys.add_argument("--env-file", default=".env")
+    keys = sub.add_parser(
+        "keys",
+        help="list the keys found (masked) and where they came from",
+        description="List the API keys found in the environment and .env, masked, with the "
+        "variable and file each came from, and any problem with the .env file. Sends nothing.",
+    )
+    keys.add_argument("--env-file", default=None, metavar="FILE", help=_ENV_FILE_HELP)
 
     emulate = sub.add_parser("emulate", help="run the emulator as a server for offline clients")
     emulate.add_argument("--host", default=_env_default("EMULATE_HOST", "127.0.0.1"))
@@ -102,14 +186,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _console() -> Console:
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
+    return console
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command is None:
-        _parser().print_help()
+        parser.print_help()
         return 0
+    console = _console()
+    try:
+        return _run(args, console)
+    except KeyboardInterrupt:
+        _fail(args.command, "interrupted")
+        return 130
+    except (CliError, KeymuxError) as exc:
+        _fail(args.command, str(exc))
+        return 2
+    except (OSError, OverflowError) as exc:
+        if args.command != "emulate":
+            raise
+        _fail(args.command, _listen_error(exc, args.host, args.port))
+        return 2
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "demo":
         from ._demo import demo
 
@@ -133,13 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             strategy=args.strategy,
             json_out=args.json_out,
             base_urls=base_urls,
-            dotenv_path=args.env_file or None,
+            dotenv_path=dotenv_path(args.env_file),
             deadline=args.deadline,
         )
     if args.command == "keys":
         from ._keys import keys
 
-        return keys(console, dotenv_path=args.env_file or None)
+        return keys(console, dotenv_path=dotenv_path(args.env_file))
     if args.command == "serve":
         from ._serve import serve
 
@@ -147,6 +253,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._emulate import emulate
 
     return emulate(console, args)
+
+
+def _fail(command: str, message: str) -> None:
+    sys.stderr.write(f"keymux {command}: error: {message}\n")
+
+
+def _listen_error(exc: BaseException, host: str, port: int) -> str:
+    """One line for a server that could not listen on ``host:port``."""
+    where = f"{host}:{port}"
+    if isinstance(exc, OverflowError) or not 0 <= port <= 65535:
+        return f"--port {port} is not a port: use 1-65535 (0 picks a free one)"
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is in use; choose another --port"
+    if isinstance(exc, OSError) and exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied; choose a --port above 1023"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot listen on {where}: {reason}; check --host and --port"
 
 
 def module_main() -> int:

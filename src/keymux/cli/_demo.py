@@ -9,8 +9,8 @@ from rich.console import Console
 
 from .._multiplexer import Multiplexer
 from ..emulator import Emulator, EmulatorKey, Faults
-from ._load import run_load
-from ._render import stats_table, write_json
+from ._load import LoadResult, run_load
+from ._render import print_table, stats_table, write_json
 
 __all__ = ["demo"]
 
@@ -81,13 +81,8 @@ async def _demo(
             result = await run_load(mux, plan, concurrency=64, strategy=strategy, console=console)
             stats = mux.get_usage_stats()
         served = emulator.stats()
-        console.print(stats_table(stats, "per-key distribution"))
-        rate = result.ok / result.seconds if result.seconds else 0.0
-        console.print(
-            f"{result.ok}/{result.sent} answered, {result.failed} failed, in "
-            f"{result.seconds:.1f} s ({rate:.0f} req/s); the emulator served "
-            f"{emulator.total_429} rate-limit (429) answers."
-        )
+        print_table(console, stats_table(stats, "per-key distribution"))
+        console.print(summary(result, served.get("total", {})), soft_wrap=True)
         data: dict[str, Any] = {
             "summary": result.as_dict(),
             "keys": stats,
@@ -100,6 +95,36 @@ async def _demo(
         return 0 if result.failed == 0 and not unused else 1
     finally:
         await emulator.stop()
+
+
+def summary(result: LoadResult, served: dict[str, Any]) -> str:
+    """The demo's last line: what was answered, and the faults the emulator injected on purpose
+    (``served`` is the emulator's ``stats()["total"]``), which keymux retried."""
+    faults = served.get("faults", {})
+    errors = faults.get("server_error", 0)
+    overloads = faults.get("overloaded", 0)
+    limited = served.get("rate_limited", 0)
+    rate = result.ok / result.seconds if result.seconds else 0.0
+    line = f"{result.ok}/{result.sent} answered"
+    if result.failed:
+        kinds = ", ".join(f"{n} {name}" for name, n in sorted(result.errors.items()))
+        line += f", {result.failed} failed ({kinds})"
+    line += (
+        f" in {result.seconds:.1f} s ({rate:.0f} req/s); the emulator injected "
+        f"{_count(errors, 'server error')} (500) and {_count(overloads, 'overload')} (529) "
+        f"and sent {_count(limited, 'rate-limit answer')} (429)"
+    )
+    if errors or overloads or limited:
+        line += (
+            "; keymux retried them, on other keys where one was free"
+            if not result.failed
+            else "; keymux retried them until its retries ran out"
+        )
+    return line + "."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def demo(console: Console, *, requests: int, window: float, json_out: str, strategy: str) -> int:

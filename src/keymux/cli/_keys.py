@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from .._env import discover_keys
-from ._render import key_table
+from ._render import key_table, print_env_problems, print_table
 
 __all__ = ["keys"]
 
@@ -16,14 +16,11 @@ def keys(console: Console, *, dotenv_path: str | None) -> int:
         {"provider": k.provider, "name": k.name, "key": k.secret.masked, "source": k.source}
         for k in scan.keys
     ]
-    for problem in scan.problems:
-        style = {"error": "red", "warning": "yellow"}.get(problem.level, "dim")
-        where = f"{problem.source}" + (f":{problem.line}" if problem.line else "")
-        console.print(f"[{style}]{where}: {problem.message}[/]")
+    print_env_problems(console, scan.problems)
     if not rows:
         console.print("No API keys found. keymux looked for:")
         for pattern in scan.looked_for:
             console.print(f"  {pattern}")
         return 1
-    console.print(key_table(rows))
+    print_table(console, key_table(rows))
     return 0

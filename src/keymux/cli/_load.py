@@ -56,6 +56,8 @@ async def run_load(
     deadline: float | None = None,
 ) -> LoadResult:
     """Send ``plan[provider]`` chat requests per provider, at most ``concurrency`` at once."""
+    if concurrency < 1:  # a semaphore of 0 would wait forever
+        raise ValueError(f"concurrency must be 1 or more, got {concurrency}")
     result = LoadResult()
     gate = asyncio.Semaphore(concurrency)
     clients = {p: mux.get_client(p, strategy=strategy) for p, n in plan.items() if n}

@@ -107,7 +107,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "Keys and base URLs come from the environment and .env, as Multiplexer.from_env() "
         "reads them. Callers authenticate with KEYMUX_PROXY_TOKEN (comma-separated for "
         "several) or --token-file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     env = os.environ.get
     parser.add_argument(
