@@ -215,10 +215,96 @@ def serve(make_rig: MakeRig) -> Iterator[ServeFactory]:
 # --- an upstream under the test's control ---------------------------------------------------
 
 
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def _openai_chunk(text: str, finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": {"content": text}, "finish_reason": finish}
+    return _sse({"id": "chatcmpl-gated", "object": "chat.completion.chunk", "choices": [choice]})
+
+
+def _claude_delta(text: str) -> bytes:
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": text},
+    }
+    return _sse(delta, "content_block_delta")
+
+
+def _gemini_part(text: str, finish: str | None = None) -> bytes:
+    cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    chunk: dict[str, Any] = {"candidates": [cand], "modelVersion": "gemini-gated"}
+    if finish:
+        cand["finishReason"] = finish
+        chunk["usageMetadata"] = {"promptTokenCount": 1, "candidatesTokenCount": 2}
+    return _sse(chunk)
+
+
+_MESSAGE = {
+    "id": "msg_gated",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-gated",
+    "content": [],
+    "usage": {"input_tokens": 1, "output_tokens": 0},
+}
+
+#: provider -> (events before the gate, events after it, the error event)
+SCRIPTS: dict[str, tuple[list[bytes], list[bytes], bytes]] = {
+    "openai": (
+        [_openai_chunk("first ")],
+        [_openai_chunk("second"), _openai_chunk("", "stop"), b"data: [DONE]\n\n"],
+        _sse({"error": {"message": "overloaded", "type": "server_error"}}),
+    ),
+    "claude": (
+        [
+            _sse({"type": "message_start", "message": _MESSAGE}, "message_start"),
+            _sse(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+                "content_block_start",
+            ),
+            _claude_delta("first "),
+        ],
+        [
+            _claude_delta("second"),
+            _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+            _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn"},
+                    "usage": {"output_tokens": 2},
+                },
+                "message_delta",
+            ),
+            _sse({"type": "message_stop"}, "message_stop"),
+        ],
+        _sse(
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            "error",
+        ),
+    ),
+    "gemini": (
+        [_gemini_part("first ")],
+        [_gemini_part("second", "STOP")],
+        _sse({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
+    ),
+}
+
+
 @dataclass
 class GatedUpstream(LoopThread):
-    """OpenAI-shaped: ``POST /v1/chat/completions`` streams one chunk, waits for ``gate``,
-    then the rest. ``/echo/...`` answers with the key it was sent, in a header and the body."""
+    """An upstream for OpenAI (base ``root/v1``), Anthropic and Gemini (base ``root``): each
+    stream sends its first events, waits for ``gate``, then ends as the request's
+    ``x_gate_mode`` says: "ok" (the rest), "error" (an error event), "cut" (the connection
+    closed mid-body). ``/echo/v1/chat/completions`` answers with the key it was sent, in a
+    header and the body."""
 
     gate: threading.Event = field(default_factory=threading.Event)
     first_sent: threading.Event = field(default_factory=threading.Event)
@@ -234,7 +320,9 @@ class GatedUpstream(LoopThread):
 
     async def _start(self) -> str:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/chat/completions", self._stream("openai"))
+        app.router.add_post("/v1/messages", self._stream("claude"))
+        app.router.add_post("/v1beta/models/{target}", self._stream("gemini"))
         app.router.add_post("/echo/v1/chat/completions", self._echo)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -243,45 +331,51 @@ class GatedUpstream(LoopThread):
         port = self._runner.addresses[0][1]
         return f"http://127.0.0.1:{port}"
 
-    def base_url(self, echo: bool = False) -> str:
-        return self.root + ("/echo/v1" if echo else "/v1")
+    def base_url(self, provider: str = "openai", *, echo: bool = False) -> str:
+        if echo:
+            return self.root + "/echo/v1"
+        return self.root + ("/v1" if provider == "openai" else "")
 
-    def _chunk(self, text: str, finish: str | None = None) -> bytes:
-        chunk = {
-            "id": "chatcmpl-gated",
-            "object": "chat.completion.chunk",
-            "model": "gpt-4o",
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-        }
-        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    def _stream(self, provider: str) -> Callable[[web.Request], Coroutine[Any, Any, Any]]:
+        before, after, error = SCRIPTS[provider]
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        self.keys_seen.append(request.headers.get("Authorization", ""))
-        self.headers_seen.append(dict(request.headers))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        try:
-            await resp.prepare(request)
-            await resp.write(self._chunk("first "))
-            self.first_sent.set()
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self.gate.wait, 30)
-            for word in ("second ", "third"):
-                await resp.write(self._chunk(word))
-            await resp.write(self._chunk("", "stop"))
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
-            self.finished.set()
-        except (asyncio.CancelledError, ConnectionError):
-            self.dropped.set()
-            raise
-        return resp
+        async def handler(request: web.Request) -> web.StreamResponse:
+            self.keys_seen.append(
+                request.headers.get("Authorization")
+                or request.headers.get("x-api-key")
+                or request.headers.get("x-goog-api-key", "")
+            )
+            self.headers_seen.append(dict(request.headers))
+            mode = (await request.json()).get("x_gate_mode", "ok")
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            try:
+                await resp.prepare(request)
+                for event in before:
+                    await resp.write(event)
+                self.first_sent.set()
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.gate.wait, 30)
+                if mode == "cut":
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                for event in after if mode == "ok" else [error]:
+                    await resp.write(event)
+                await resp.write_eof()
+                self.finished.set()
+            except (asyncio.CancelledError, ConnectionError):
+                self.dropped.set()
+                raise
+            return resp
+
+        return handler
 
     async def _echo(self, request: web.Request) -> web.StreamResponse:
         key = request.headers.get("Authorization", "").removeprefix("Bearer ")
         self.keys_seen.append(key)
         body = await request.json()
         status = int(body.get("status", 400))
-        payload = {
+        payload: dict[str, Any] = {
             "error": {"message": f"Incorrect API key provided: {key}", "type": "x", "code": None}
         }
         if status == 200:
@@ -306,6 +400,43 @@ class GatedUpstream(LoopThread):
             self.run(self._runner.cleanup)
         finally:
             self.close()
+
+
+class OpenStream:
+    """A request whose answer is read line by line as it arrives (http.client)."""
+
+    def __init__(
+        self, url: str, body: Any, headers: Mapping[str, str] | None = None, timeout: float = 20
+    ) -> None:
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        sent = {**(headers if headers is not None else BEARER), "Content-Type": "application/json"}
+        self.conn.request("POST", parts.path, body=json.dumps(body).encode(), headers=sent)
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.headers = {k.lower(): v for k, v in self.resp.getheaders()}
+        self.seen = b""
+
+    def until(self, marker: bytes) -> bytes:
+        """Read lines until one holds ``marker``; everything read so far."""
+        while marker not in self.seen:
+            line = self.resp.readline()
+            if not line:
+                raise AssertionError(f"the stream ended before {marker!r}: {self.seen!r}")
+            self.seen += line
+        return self.seen
+
+    def rest(self) -> tuple[bytes, bool]:
+        """The rest of the body, and whether the connection was cut before its end."""
+        try:
+            self.seen += self.resp.read()
+            return self.seen, False
+        except http.client.IncompleteRead as exc:
+            self.seen += exc.partial
+            return self.seen, True
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def plans(*names: str, provider: str = "openai", **limits: Any) -> tuple[KeyPlan, ...]:

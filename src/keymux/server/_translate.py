@@ -58,12 +58,11 @@ _REFUSE = frozenset(
 #: which OpenAI parameters each target can take (else refused unless at their default)
 _CLAUDE_OK = frozenset({"messages", "model", "max_tokens", "max_completion_tokens"})
 _CLAUDE_OK |= {"temperature", "top_p", "stop"}
-_GEMINI_OK = _CLAUDE_OK | {"n", "seed", "presence_penalty", "frequency_penalty"}
+_GEMINI_OK = _CLAUDE_OK | {"seed", "presence_penalty", "frequency_penalty"}
 _GEMINI_OK |= {"response_format"}
 _TARGET_OK = {"claude": _CLAUDE_OK, "gemini": _GEMINI_OK}
 #: OpenAI parameters the targets lack, and the value that means "not used"
 _DEFAULTS: Mapping[str, Any] = {
-    "n": 1,
     "seed": None,
     "presence_penalty": 0,
     "frequency_penalty": 0,
@@ -139,10 +138,11 @@ def translate_params(provider: str, body: Mapping[str, Any]) -> tuple[dict[str, 
             if provider == "claude" and isinstance(value, str) and value:
                 params["metadata"] = {"user_id": value}
             continue
-        if name in ok:
-            if name == "n" and value not in (None, 1):
+        if name == "n":
+            if value not in (None, 1):
                 refused.append("n (only one choice is translated)")
-                continue
+            continue
+        if name in ok:
             params[name] = value
             continue
         if name in _DEFAULTS:
