@@ -108,7 +108,10 @@ def test_stream_in_openai_format_with_usage(serve: ServeFactory, provider: str) 
         assert all(c["usage"] is None for c in chunks[:-1])
         assert len({c["id"] for c in chunks}) == 1
         assert chunks[0]["model"] == body["model"]
-    assert served.proxy.stats()[provider]["k1"]["current_requests"] == 0
+    stats = served.proxy.stats()[provider]["k1"]
+    assert stats["current_requests"] == 0
+    assert stats["successes"] == 1  # the native stream was read to its end
+    assert stats["output_tokens"] == usage["completion_tokens"]
 
 
 @pytest.mark.e2e

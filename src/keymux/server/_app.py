@@ -582,6 +582,13 @@ class Proxy:
                 _abort(request)
                 return "stream_error"
             await resp.write(writer.end(decoder.result()))
+            # read the provider's stream to its end: only then does the core count the answer
+            # (and its usage) as a success
+            try:
+                async for _ in gen:
+                    pass
+            except StreamError:  # after the end marker: the caller has its whole answer
+                pass
         except (StreamFailure, StreamError) as exc:
             message = self._secrets.scrub_text(provider, str(exc))
             try:
