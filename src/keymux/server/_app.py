@@ -193,13 +193,17 @@ class Proxy:
         self.url = f"http://{shown}:{bound[1]}"
         return self.url
 
-    async def stop(self) -> None:
-        """Stop accepting, let in-flight requests and streams finish within the grace period
-        (then cancel them), close the multiplexer."""
+    async def stop(self, on_closed: Callable[[], None] | None = None) -> None:
+        """Stop accepting (then ``on_closed()``), let in-flight requests and streams finish
+        within the grace period (then cancel them), close the multiplexer."""
         self.draining = True
         runner, self._runner = self._runner, None
         try:
             if runner is not None:
+                for site in list(runner.sites):
+                    await site.stop()
+                if on_closed is not None:
+                    on_closed()
                 await runner.cleanup()
         finally:
             await self.history.stop()

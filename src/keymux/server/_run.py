@@ -94,15 +94,18 @@ async def serve_async(
         if on_ready is not None:
             on_ready(url)
         await stop.wait()
-        if not quiet:
-            _say(
-                f"stopping: {proxy.in_progress} request(s) in flight get up to "
-                f"{config.grace:g} s to finish"
-            )
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        await proxy.stop()
+
+        def closed() -> None:
+            if not quiet:
+                _say(
+                    f"stopping: no longer listening; {proxy.in_progress} request(s) in flight "
+                    f"get up to {config.grace:g} s to finish"
+                )
+
+        await proxy.stop(on_closed=closed)
     if not quiet:
         _say("stopped")
 
@@ -135,11 +138,14 @@ def _run_workers(config: ServerConfig, environ: Mapping[str, str] | None) -> int
     _check_port(config)
     worker_config = _replace(config, reuse_port=True)
     ctx = multiprocessing.get_context("spawn")
+    ready = [ctx.Event() for _ in range(config.workers)]
     workers = [
         ctx.Process(
-            target=_worker, args=(worker_config, dict(environ) if environ else None), daemon=False
+            target=_worker,
+            args=(worker_config, dict(environ) if environ else None, event),
+            daemon=False,
         )
-        for _ in range(config.workers)
+        for event in ready
     ]
     stopping = False
 
@@ -155,11 +161,19 @@ def _run_workers(config: ServerConfig, environ: Mapping[str, str] | None) -> int
     try:
         for proc in workers:
             proc.start()
-        root = f"http://{config.host}:{config.port}"
-        _say(
-            f"listening on {root} with {config.workers} workers ({summary} keys each; "
-            "each worker paces its keys alone)"
-        )
+        for proc, event in zip(workers, ready, strict=True):
+            while not event.wait(0.5):  # a worker that dies while starting is not waited for
+                if not proc.is_alive() or stopping:
+                    break
+        if all(event.is_set() for event in ready) and not stopping:
+            root = f"http://{config.host}:{config.port}"
+            _say(
+                f"listening on {root} with {config.workers} workers ({summary} keys each; "
+                "each worker paces its keys alone)"
+            )
+        elif not stopping:
+            _say("a worker did not start; stopping the others")
+            on_signal(signal.SIGTERM, None)
         alive = list(workers)
         while alive:
             wait([p.sentinel for p in alive])
@@ -177,12 +191,13 @@ def _run_workers(config: ServerConfig, environ: Mapping[str, str] | None) -> int
     return 0 if all(code == 0 for code in codes) else 1
 
 
-def _worker(config: ServerConfig, environ: Mapping[str, str] | None) -> None:
-    """One ``--workers`` process: its own multiplexer on the shared port."""
+def _worker(config: ServerConfig, environ: Mapping[str, str] | None, ready: Any) -> None:
+    """One ``--workers`` process: its own multiplexer on the shared port; ``ready`` is set
+    once it listens."""
     logging.basicConfig(level=logging.WARNING, format="keymux serve: %(message)s")
     try:
         mux = build_multiplexer(config, environ)
-        asyncio.run(serve_async(config, mux, quiet=True))
+        asyncio.run(serve_async(config, mux, quiet=True, on_ready=lambda _url: ready.set()))
     except OSError as exc:
         _say(f"a worker could not listen: {exc.strerror or exc}")
         sys.exit(2 if exc.errno in (errno.EADDRINUSE, errno.EACCES) else 1)
