@@ -6,7 +6,9 @@ the command and its HTTP API (api.md, "The proxy").
     _config     ServerConfig, the proxy tokens (constant-time check), --state
     _dialect    which provider a request speaks; errors in that provider's shape
     _app        the aiohttp application: routes, tokens, bodies, pass-through, lifecycle
-    _translate  OpenAI's chat API for Anthropic and Gemini (and Groq, renamed)
+    _chat       OpenAI's chat API for every provider: the route
+    _translate  OpenAI <-> Anthropic / Gemini: parameters, answers, stream chunks
+    _util       what _app and _chat share (scrubbing, ending a broken stream)
     _metrics    /metrics: one Prometheus registry per server, the core's Telemetry
     _dashboard  /dashboard: one self-contained page and its data
     _run        one process or --workers N on one port (SO_REUSEPORT), signals, grace

@@ -7,9 +7,9 @@ where the caller put its own) -> ``Gateway.aforward`` (queueing, pacing, retries
 stats inside) -> the ``Head``, then the body passed through unchanged, a stream chunk by chunk.
 
 ``POST /v1/chat/completions`` with ``"model": "claude/..."`` / ``"gemini/..."`` is translated
-(``_translate.py``): the adapter writes the native request, the native answer is forwarded to
-this process and rewritten as OpenAI's. ``groq/...`` is Groq's own OpenAI-compatible API,
-forwarded with the model renamed.
+(``_chat.py``, ``_translate.py``): the adapter writes the native request, the native answer is
+forwarded to this process and rewritten as OpenAI's. ``groq/...`` is Groq's own
+OpenAI-compatible API, forwarded with the model renamed.
 
 What a caller can never get: a provider key. The caller's token is never forwarded; every
 answer's headers and bodies are scrubbed of the answering key (the core already scrubs the
@@ -22,8 +22,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -33,12 +33,12 @@ from .._errors import KeymuxError, StreamError
 from .._forward import answer_headers, credential_of, prepare_forward
 from .._multiplexer import Multiplexer
 from .._types import Prepared
-from ..providers import ADAPTERS, SSEParser, StreamFailure
+from ._chat import chat
 from ._config import ServerConfig
 from ._dashboard import History, dashboard_data, page
 from ._dialect import error_response, keymux_error_response, sniff
 from ._metrics import KEY_STATES, Metrics
-from ._translate import ChunkWriter, TranslationError, completion, split_model, translate_params
+from ._util import Secret, abort, generator, is_stream, scrub
 
 __all__ = ["GEMINI_METHODS", "Proxy"]
 
@@ -56,13 +56,8 @@ GEMINI_METHODS = frozenset(
         "countTokens",
     }
 )
-_EVENT_STREAM = "text/event-stream"
 _NO_TOKEN = "no proxy token: send the keymux proxy token where your SDK sends its API key"
 _BAD_TOKEN = "the proxy token is not valid"
-
-
-def _is_stream(head: Head) -> bool:
-    return head.headers.get("Content-Type", "").startswith(_EVENT_STREAM)
 
 
 class _Secrets:
@@ -72,9 +67,9 @@ class _Secrets:
 
     def __init__(self, mux: Multiplexer) -> None:
         self._mux = mux
-        self._cache: dict[tuple[str, str], tuple[str, bytes, str, bytes] | None] = {}
+        self._cache: dict[tuple[str, str], Secret | None] = {}
 
-    def of(self, provider: str, name: str | None) -> tuple[str, bytes, str, bytes] | None:
+    def of(self, provider: str, name: str | None) -> Secret | None:
         if not name:
             return None
         ident = (provider, name)
@@ -100,12 +95,6 @@ class _Secrets:
             if secret in text:
                 text = text.replace(secret, lane.secret.masked)
         return text
-
-
-def _scrub(data: bytes, secret: tuple[str, bytes, str, bytes] | None) -> bytes:
-    if secret is not None and secret[1] in data:
-        return data.replace(secret[1], secret[3])
-    return data
 
 
 class Proxy:
@@ -331,7 +320,7 @@ class Proxy:
         key: str | None = None
         try:
             try:
-                gen = _generator(gateway.aforward(gateway.forwarded(provider, prepared)))
+                gen = generator(gateway.aforward(gateway.forwarded(provider, prepared)))
                 head = await gen.__anext__()
             except KeymuxError as exc:
                 outcome = "refused"
@@ -342,7 +331,7 @@ class Proxy:
                 key = head.key_name
                 secret = self._secrets.of(provider, key)
                 headers = self._headers(head, secret)
-                if head.error is None and _is_stream(head):
+                if head.error is None and is_stream(head):
                     resp = web.StreamResponse(status=head.status, headers=headers)
                     outcome = await self._pass_stream(
                         request, resp, gen, secret, started, provider, key
@@ -354,7 +343,7 @@ class Proxy:
                     self._even_out_release(provider, key)
                 else:
                     outcome = "upstream_error"
-                return web.Response(status=head.status, body=_scrub(body, secret), headers=headers)
+                return web.Response(status=head.status, body=scrub(body, secret), headers=headers)
             finally:
                 await gen.aclose()
         except asyncio.CancelledError:
@@ -364,9 +353,7 @@ class Proxy:
             self.in_progress -= 1
             self.metrics.request(provider, key, outcome)
 
-    def _headers(
-        self, head: Head, secret: tuple[str, bytes, str, bytes] | None
-    ) -> CIMultiDict[str]:
+    def _headers(self, head: Head, secret: Secret | None) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in answer_headers(head.headers):
             if secret is not None and secret[0] in value:
@@ -383,7 +370,7 @@ class Proxy:
         request: web.Request,
         resp: web.StreamResponse,
         gen: Any,
-        secret: tuple[str, bytes, str, bytes] | None,
+        secret: Secret | None,
         started: float,
         provider: str,
         key: str,
@@ -393,13 +380,13 @@ class Proxy:
         first = True
         try:
             async for chunk in gen:
-                await resp.write(_scrub(chunk, secret))
+                await resp.write(scrub(chunk, secret))
                 if first:
                     first = False
                     self.metrics.first_byte_after(provider, key, time.perf_counter() - started)
         except StreamError as exc:
             log.warning("keymux serve: %s", exc)
-            _abort(request)  # the caller sees a cut stream, not a clean end
+            abort(request)  # the caller sees a cut stream, not a clean end
             return "stream_error"
         except ConnectionError:
             return "client_gone"
@@ -423,192 +410,10 @@ class Proxy:
         exc.message = self._secrets.scrub_text(provider, exc.message)
         return keymux_error_response(dialect, exc)
 
-    # -- OpenAI's chat API for every provider -----------------------------------------------
+    # -- OpenAI's chat API for every provider (``_chat.py``) ---------------------------------
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        refused = self._refuse(request, "openai")
-        if refused is not None:
-            return refused
-        got = await self._body(request, "openai", True)
-        if isinstance(got, web.Response):
-            return got
-        body: bytes = got
-        data = json.loads(body)
-        try:
-            target = split_model(data.get("model")) if isinstance(data, dict) else None
-        except TranslationError as exc:
-            self.metrics.request("openai", None, "bad_request")
-            return error_response("openai", 400, str(exc))
-        if target is None:
-            prepared = prepare_forward(
-                "openai",
-                "POST",
-                request.rel_url.raw_path,
-                request.query_string,
-                request.headers,
-                body,
-            )
-            return await self._relay(request, "openai", "openai", prepared)
-        provider, model = target
-        if provider == "groq":  # Groq speaks OpenAI's API: only the model's name changes
-            data["model"] = model
-            prepared = prepare_forward(
-                "groq",
-                "POST",
-                "/openai/v1/chat/completions",
-                request.query_string,
-                request.headers,
-                json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
-            )
-            return await self._relay(request, "openai", "groq", prepared)
-        return await self._translated(request, provider, model, data)
-
-    async def _translated(
-        self, request: web.Request, provider: str, model: str, data: dict[str, Any]
-    ) -> web.StreamResponse:
-        adapter = ADAPTERS[provider]
-        stream = data.get("stream") is True
-        try:
-            params, include_usage = translate_params(provider, data)
-            prepared = adapter.prepare("chat", params, model=model, stream=stream)
-        except KeymuxError as exc:
-            self.metrics.request(provider, None, "bad_request")
-            return error_response("openai", 400, str(exc))
-        gateway = self._gateway
-        tokens = adapter.estimate_tokens("chat", params) if gateway.counts_tokens else 0
-        started = time.perf_counter()
-        self.in_progress += 1
-        outcome = "ok"
-        key: str | None = None
-        try:
-            try:
-                gen = _generator(
-                    gateway.aforward(gateway.forwarded(provider, prepared, tokens=tokens))
-                )
-                head = await gen.__anext__()
-            except KeymuxError as exc:
-                outcome = "refused"
-                key = exc.key_name
-                return self._keymux_error("openai", provider, exc)
-            try:
-                assert isinstance(head, Head)
-                key = head.key_name
-                secret = self._secrets.of(provider, key)
-                headers: CIMultiDict[str] = CIMultiDict()
-                headers["x-keymux-key"] = head.key_name
-                headers["x-keymux-attempts"] = str(head.attempts)
-                if head.error is not None:  # keymux gave up: the provider's last answer
-                    outcome = "upstream_error"
-                    message = str(head.error) if head.error is not None else "upstream error"
-                    return error_response(
-                        "openai",
-                        head.status,
-                        self._secrets.scrub_text(provider, message),
-                        key_name=head.key_name,
-                        attempts=head.attempts,
-                    )
-                if stream:
-                    headers["Content-Type"] = _EVENT_STREAM
-                    headers["Cache-Control"] = "no-cache"
-                    resp = web.StreamResponse(status=200, headers=headers)
-                    writer = ChunkWriter(provider, model, include_usage)
-                    outcome = await self._translate_stream(
-                        request, resp, gen, writer, secret, started, key
-                    )
-                    return resp
-                raw = await gen.__anext__()  # the whole body, in one piece
-                assert isinstance(raw, bytes)
-                self._even_out_release(provider, key)
-                try:
-                    native = json.loads(raw)
-                    parsed = adapter.parse("chat", native)
-                except (ValueError, TypeError, KeyError, AttributeError):
-                    outcome = "upstream_error"
-                    return error_response(
-                        "openai",
-                        502,
-                        f"{provider} key {head.key_name!r}: the provider's answer could not "
-                        "be read",
-                        key_name=head.key_name,
-                        attempts=head.attempts,
-                    )
-                headers["Content-Type"] = "application/json"
-                out = completion(provider, model, parsed, native)
-                return web.Response(status=200, body=_scrub(out, secret), headers=headers)
-            finally:
-                await gen.aclose()
-        except asyncio.CancelledError:
-            outcome = "client_gone"
-            raise
-        finally:
-            self.in_progress -= 1
-            self.metrics.request(provider, key, outcome)
-
-    async def _translate_stream(
-        self,
-        request: web.Request,
-        resp: web.StreamResponse,
-        gen: Any,
-        writer: ChunkWriter,
-        secret: tuple[str, bytes, str, bytes] | None,
-        started: float,
-        key: str,
-    ) -> str:
-        """A native stream rewritten as OpenAI chunks. The outcome label."""
-        provider = writer.provider
-        decoder = ADAPTERS[provider].stream_decoder()
-        parser = SSEParser()
-        await resp.prepare(request)
-        try:
-            await resp.write(writer.role())
-            self.metrics.first_byte_after(provider, key, time.perf_counter() - started)
-            finished = False
-            while not finished:
-                try:
-                    chunk = await gen.__anext__()
-                except StopAsyncIteration:
-                    events = parser.close()
-                    finished = True
-                else:
-                    events = parser.feed(chunk)
-                out: list[bytes] = []
-                for event in events:
-                    text = decoder.feed(event)
-                    if text:
-                        out.append(writer.delta(text))
-                    if decoder.done:
-                        finished = True
-                        break
-                if out:
-                    await resp.write(_scrub(b"".join(out), secret))
-            if not decoder.done:
-                await resp.write(writer.error(f"the {provider} stream ended before its end"))
-                _abort(request)
-                return "stream_error"
-            await resp.write(writer.end(decoder.result()))
-            # read the provider's stream to its end: only then does the core count the answer
-            # (and its usage) as a success
-            try:
-                async for _ in gen:
-                    pass
-            except StreamError:  # after the end marker: the caller has its whole answer
-                pass
-        except (StreamFailure, StreamError) as exc:
-            message = self._secrets.scrub_text(provider, str(exc))
-            try:
-                await resp.write(writer.error(message, getattr(exc, "error_type", None) or ""))
-            except ConnectionError:
-                return "client_gone"
-            _abort(request)
-            return "stream_error"
-        except (ValueError, TypeError, KeyError) as exc:
-            await resp.write(writer.error(f"the {provider} stream could not be read: {exc}"))
-            _abort(request)
-            return "stream_error"
-        except ConnectionError:
-            return "client_gone"
-        await resp.write_eof()
-        return "ok"
+        return await chat(self, request)
 
     # -- operations -------------------------------------------------------------------------
 
@@ -654,17 +459,3 @@ class Proxy:
             return refused
         data = dashboard_data(self.mux.get_usage_stats(), self.history, self.started)
         return web.json_response(data, headers={"Cache-Control": "no-store"})
-
-
-def _generator(items: AsyncIterator[Head | bytes]) -> AsyncGenerator[Head | bytes, None]:
-    """``Gateway.aforward``'s iterator is an async generator (``aclose`` frees the key's slot
-    at once); its annotation says only AsyncIterator."""
-    return cast(AsyncGenerator[Head | bytes, None], items)
-
-
-def _abort(request: web.Request) -> None:
-    """End a broken stream by closing the connection before its last chunk: the caller's HTTP
-    library reports a cut body instead of a clean end."""
-    transport = request.transport
-    if transport is not None:
-        transport.close()
