@@ -13,6 +13,12 @@ answer's text, the same work a user would do:
                 ~6-10x the CPU of aiohttp per request, so it sends a fifth as many requests
                 (one run in --quick)
 
+A second table compares the openai SDK through keymux (``http_client=mux.async_http_client(
+"openai")`` for ``AsyncOpenAI``, ``mux.http_client("openai")`` for ``OpenAI`` from 100 threads)
+with the same SDK on its default httpx2 client, in the same run against the same emulator
+(skipped with a note if openai is not importable; ``--no-sdk`` skips it). Target: at most
+1.15x the SDK's own client.
+
 Requests in flight are ``--inflight`` workers that each send requests back to back (a semaphore
 of 100 without a task per request, so the harness adds as little as possible to either side of
 the ratio). Each mode is warmed up, then measured ``--repeats`` times, interleaved, and the median
@@ -213,6 +219,127 @@ def httpx2_client(emu: EmulatorProcess, inflight: int) -> Mode:
     return Mode("httpx2 (reference)", setup=setup, teardown=teardown, share=0.2)
 
 
+# --- the openai SDK: through keymux, or on its own default client -----------------------------
+
+#: the openai SDK through keymux, at most this many times the CPU of the same SDK on its own
+#: default client (the SDK's own work dominates both)
+SDK_TARGET = 1.15
+#: (through keymux, on its default client), async then sync
+SDK_PAIRS = (
+    ("openai SDK async + keymux", "openai SDK async, default"),
+    ("openai SDK sync + keymux", "openai SDK sync, default"),
+)
+
+
+def openai_sdk_modes(emu: EmulatorProcess) -> list[Mode]:
+    """``AsyncOpenAI`` / ``OpenAI`` (from threads) with ``http_client=mux.async_http_client(...)``
+    / ``mux.http_client(...)`` against the same SDK on its default httpx2 client; skipped with
+    a note when the SDK is not importable. Same request, same emulator, same counts."""
+    names = [name for pair in SDK_PAIRS for name in pair]
+    try:
+        import openai
+    except ImportError as exc:
+        return [Mode(name, note=f"skipped: openai is not importable ({exc})") for name in names]
+
+    def text(reply: Any) -> str:
+        return str(reply.choices[0].message.content)
+
+    def async_mode(name: str, through_keymux: bool) -> Mode:
+        state: dict[str, Any] = {}
+
+        async def setup() -> Callable[[], Awaitable[str]]:
+            if through_keymux:
+                mux = state["mux"] = mode.mux = _mux(emu)
+                await mux.__aenter__()
+                client = openai.AsyncOpenAI(
+                    api_key="keymux", http_client=mux.async_http_client("openai")
+                )
+            else:
+                client = openai.AsyncOpenAI(
+                    api_key=API_KEY.format(i=0), base_url=emu.base_url("openai")
+                )
+            state["client"] = client
+            create = client.chat.completions.create
+
+            async def one() -> str:
+                return text(await create(model=MODEL, messages=MESSAGES))  # type: ignore[arg-type]
+
+            return one
+
+        async def teardown() -> None:
+            await state["client"].close()
+            if "mux" in state:
+                await state["mux"].aclose()
+
+        mode = Mode(name, setup=setup, teardown=teardown)
+        return mode
+
+    def sync_mode(name: str, through_keymux: bool) -> Mode:
+        state: dict[str, Any] = {}
+
+        def setup() -> Callable[[], str]:
+            if through_keymux:
+                mux = state["mux"] = mode.mux = _mux(emu)
+                client = openai.OpenAI(api_key="keymux", http_client=mux.http_client("openai"))
+            else:
+                client = openai.OpenAI(api_key=API_KEY.format(i=0), base_url=emu.base_url("openai"))
+            state["client"] = client
+            create = client.chat.completions.create
+
+            def one() -> str:
+                return text(create(model=MODEL, messages=MESSAGES))  # type: ignore[arg-type]
+
+            return one
+
+        def teardown() -> None:
+            state["client"].close()
+            if "mux" in state:
+                state["mux"].close()
+
+        mode = Mode(name, is_sync=True, sync_setup=setup, sync_teardown=teardown)
+        return mode
+
+    (ak, ad), (sk, sd) = SDK_PAIRS
+    return [async_mode(ad, False), async_mode(ak, True), sync_mode(sd, False), sync_mode(sk, True)]
+
+
+def sdk_report(modes: Sequence[Mode], *, inflight: int, repeats: int) -> str:
+    by = {m.name: m for m in modes}
+    rows: list[list[Any]] = []
+    verdicts: list[str] = []
+    for through, default in SDK_PAIRS:
+        base = by[default]
+        for m in (base, by[through]):
+            if m.note or base.note:
+                rows.append([m.name, "n/a", "n/a", "n/a", "n/a", "n/a", m.note or base.note])
+                continue
+            ms = m.ms_per_request()
+            ratio = ms / base.ms_per_request()
+            rows.append([m.name, ms, f"{ratio:.2f}x", m.spread(), m.runs[0].n, m.rps(), ""])
+            if m is not base:
+                verdicts.append(
+                    f"{verdict(ratio <= SDK_TARGET)}  {m.name}: {ratio:.2f}x the SDK on its "
+                    f"default client (target <= {SDK_TARGET}x)"
+                )
+    out = table(
+        [
+            "mode",
+            "client CPU ms/req",
+            "ratio to default",
+            "CPU ms/req range",
+            "requests/run",
+            "req/s (wall)",
+            "note",
+        ],
+        rows,
+        title=(
+            f"the openai SDK through keymux vs its default client: client CPU per request, "
+            f"median of {repeats} runs, {inflight} in flight"
+        ),
+    )
+    return "\n".join([out, *verdicts])
+
+
 # --- the harness ----------------------------------------------------------------------------
 
 
@@ -405,6 +532,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="runs per mode; the median counts")
     p.add_argument("--inflight", type=int, default=100, help="requests in flight (100)")
     p.add_argument("--no-httpx2", action="store_true", help="skip the httpx2 reference")
+    p.add_argument("--no-sdk", action="store_true", help="skip the openai SDK comparison")
     p.add_argument(
         "--profile", choices=("async", "sync"), default=None, help="cProfile one keymux mode"
     )
@@ -450,7 +578,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log=log,
             )
         )
+        sdk = [] if args.no_sdk else openai_sdk_modes(emu)
+        if sdk:
+            asyncio.run(
+                measure(
+                    sdk,
+                    emu,
+                    n=n,
+                    warmup=warmup,
+                    repeats=args.repeats,
+                    inflight=inflight,
+                    log=log,
+                )
+            )
     print(report(modes, n=n, inflight=inflight, repeats=args.repeats))
+    if sdk:
+        print()
+        print(sdk_report(sdk, inflight=inflight, repeats=args.repeats))
     print(f"({where})")
     return 0
 

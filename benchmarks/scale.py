@@ -150,12 +150,13 @@ def _states(core: Any, lanes: list[Any], rng: random.Random, now: float) -> None
     quiet.setLevel(logging.ERROR)  # disable() logs a warning per key
     try:
         for lane in rng.sample(lanes, len(lanes)):
+            lane.answered, lane.cap = True, lane.max_concurrent  # past slow start
             r = rng.random()
             if r < 0.10:
                 lane.in_flight = lane.max_concurrent  # busy with requests we never release
-                lane.budget.in_flight = lane.max_concurrent
+                lane.book.get(MODEL).in_flight = lane.max_concurrent
             elif r < 0.30:
-                lane.budget.cool(now, 1e9)
+                lane.cooldown_until = now + 1e9
             elif r < 0.35:
                 core.disable(lane, "benchmark: revoked")
     finally:
@@ -184,7 +185,7 @@ async def choice_one(keys: int, iters: int, strategy: Callable[..., Any], seed: 
     usable = sum(
         lane.max_concurrent - lane.in_flight
         for lane in ps.order
-        if lane.enabled and lane.budget.ready_at(now, 0) <= now
+        if lane.enabled and lane.ready_at(now, MODEL, 0) <= now
     )
     depth = max(1, usable // 2)  # about half the free slots stay busy
     req = Request(
@@ -193,6 +194,7 @@ async def choice_one(keys: int, iters: int, strategy: Callable[..., Any], seed: 
         prepared=Prepared("POST", "/chat/completions", {}, b"{}", MODEL, "Authorization"),
         timeout=Timeout(),
         strategy=strategy,
+        scope=MODEL,
     )
     choose, start, release = dispatch._choose_idle, dispatch._start, dispatch.release
     step = clock.step
@@ -216,10 +218,10 @@ async def choice_one(keys: int, iters: int, strategy: Callable[..., Any], seed: 
         else:
             start(lane, req, now)
             busy.append(lane)
-        release(busy.popleft())
+        release(busy.popleft(), req)
     elapsed = time.perf_counter_ns() - t0
     while busy:
-        release(busy.popleft())
+        release(busy.popleft(), req)
     await mux.aclose()
     out = Choice(keys)
     out.us[strategy.__name__] = elapsed / iters / 1e3
@@ -488,7 +490,7 @@ async def part_waiting(keys: int, n: int) -> Waiting:
             mux.add_openai_key(f"k{i}", secret(i), base_url=DEAD_URL)
         lanes = list(mux._core.dispatch.providers["openai"].order)
         for lane in lanes:
-            lane.budget.cool(clock.now(), 1e9)  # nothing may be sent: every request waits
+            lane.cooldown_until = clock.now() + 1e9  # nothing may be sent: every request waits
         client = mux.get_openai_client()
 
         def waiting() -> int:

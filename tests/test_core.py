@@ -108,6 +108,7 @@ async def make_rig(
     *,
     latency: float | dict[str, float] = 0.0,
     key_options: dict[str, dict[str, Any]] | None = None,
+    slow_start: bool = False,
     **mux_options: Any,
 ) -> Rig:
     clock = FakeClock()
@@ -124,6 +125,9 @@ async def make_rig(
     for name in keys:
         mux.add_openai_key(name, secret(name), **(key_options or {}).get(name, {}))
         names[secret(name)] = name
+    if not slow_start:
+        for lane in mux._core.dispatch.lanes():  # as if each key had answered once already
+            lane.answered, lane.cap = True, lane.max_concurrent
     if isinstance(latency, dict):
         latency = {secret(k): v for k, v in latency.items()}
     engine = ScriptedEngine(clock, latency=latency)
@@ -1137,6 +1141,8 @@ def _sync_mux(
     mux = Multiplexer(seed=0, **{"max_concurrent_requests": 2, "queue_size": 50, **options})
     for name in keys:
         mux.add_openai_key(name, secret(name))
+    for lane in mux._core.dispatch.lanes():  # past slow start, as in make_rig
+        lane.answered, lane.cap = True, lane.max_concurrent
     engine = ScriptedEngine(SystemClock(), latency=latency)
     mux._core.engine = engine  # type: ignore[assignment]
     return mux, engine

@@ -469,7 +469,8 @@ class DispatchMachine(RuleBasedStateMachine):
         for ps in self.core.dispatch.providers.values():
             for lane in ps.lanes.values():
                 assert 0 <= lane.in_flight <= lane.max_concurrent, lane
-                assert 0 <= lane.n_waiting <= queue_size, lane
+                # plus, while a key is in slow start, what its other slots will carry
+                assert 0 <= lane.n_waiting <= queue_size + lane.max_concurrent - 1, lane
                 counted = [w for w in lane.queue if w.state == WAITING]
                 assert all(w.lane is lane for w in counted), lane
                 assert len(counted) == lane.n_waiting, (lane, len(counted))
@@ -478,7 +479,7 @@ class DispatchMachine(RuleBasedStateMachine):
         for name, entry in stats[PROVIDER].items():
             tracker = self.live[name]
             assert entry["current_requests"] <= entry["max_concurrent"]
-            assert entry["queue_size"] <= queue_size
+            assert entry["queue_size"] <= queue_size + entry["max_concurrent"] - 1
             assert self.engine.in_flight[tracker.secret] <= entry["current_requests"], (
                 name,
                 self.engine.in_flight[tracker.secret],
@@ -495,18 +496,25 @@ class DispatchMachine(RuleBasedStateMachine):
         ps = self.core.dispatch.providers[PROVIDER]
         waiting_unpinned = [w for w in ps.unpinned if w.state == WAITING]
         for lane in ps.lanes.values():
-            if not lane.enabled or lane.in_flight >= lane.max_concurrent:
+            if not lane.enabled or lane.in_flight >= lane.cap:
                 continue
-            if lane.budget.ready_at(now, 0) > now:
-                continue
-            own = [w for w in lane.queue if w.state == WAITING]
+            own = [
+                w
+                for w in lane.queue
+                if w.state == WAITING and lane.ready_at(now, w.req.scope, w.req.tokens) <= now
+            ]
             assert not own, (
                 f"invariant 3: {lane!r} could send but {len(own)} requests wait in its queue"
             )
-            could_take = [w for w in waiting_unpinned if lane.name not in w.req.avoid]
+            could_take = [
+                w
+                for w in waiting_unpinned
+                if not (w.req.avoid and lane.name in w.req.avoid)
+                and lane.ready_at(now, w.req.scope, w.req.tokens) <= now
+            ]
             assert not could_take, (
                 f"invariant 3: {lane!r} could send but unpinned requests wait: "
-                f"{[w.req.params['messages'][0]['content'] for w in could_take]}"
+                f"{[json.loads(w.req.prepared.body or b'{}') for w in could_take]}"
             )
 
     # -- teardown --------------------------------------------------------------------------
@@ -765,6 +773,10 @@ async def test_a_granted_waiter_does_not_send_on_a_key_disabled_before_it_resume
     async with _mux(clock, engine, max_concurrent_requests=2) as mux:
         mux.add_openai_key("a", A_KEY)
         client = mux.get_openai_client()
+        warm = _chat_task(client, "warm-up")  # past slow start: the key carries two at once
+        await _settle()
+        await clock.advance(1.0)
+        assert warm.done()
         # r0 and r1 in flight on a; r2 waits. At t+1 both answer in the same loop iteration:
         # r0's success hands its slot to r2, then r1's 401 disables the key.
         tasks = [_chat_task(client, f"r{i}") for i in range(3)]

@@ -417,21 +417,22 @@ def test_group_lanes_share_one_budget() -> None:
     b = core.dispatch.add_lane(_spec("b", rpm=60, group="proj"))
     c = core.dispatch.add_lane(_spec("c", rpm=60))
     d = core.dispatch.add_lane(_spec("d", rpm=60, group="proj", provider="groq"))
-    assert a.budget is b.budget
-    assert c.budget is not a.budget
-    assert d.budget is not a.budget  # a group is per provider
-    # a request on a spends b's budget too
-    a.budget.take(100.0, 0)
-    assert b.budget.ready_at(100.0, 0) == 101.0
-    assert c.budget.ready_at(100.0, 0) == 100.0
+    assert a.book is b.book
+    assert c.book is not a.book
+    assert d.book is not a.book  # a group is per provider
+    # a request on a spends b's budget too (for the same model)
+    a.book.get("m").take(100.0, 0)
+    assert b.book.get("m").ready_at(100.0, 0) == 101.0
+    assert c.book.get("m").ready_at(100.0, 0) == 100.0
+    assert b.book.get("other").ready_at(100.0, 0) == 100.0  # another model's limits are its own
     # learned limits and cooldowns are the group's
-    a.budget.observe(requests(10, 0, 30.0), 100.0, 0)
-    assert b.budget.ready_at(101.0, 0) == 130.0
-    b.budget.on_rate_limited(100.0, 50.0)
+    a.book.get("m").observe(requests(10, 0, 30.0), 100.0, 0)
+    assert b.book.get("m").ready_at(101.0, 0) == 130.0
+    b.book.get("m").on_rate_limited(100.0, 50.0)
     assert a.status(100.0) == b.status(100.0) == "cooling"
     assert c.status(100.0) == "active"
     assert b.status(150.0) == "active"
-    a.budget.park(150.0, 100.0)
+    a.book.get("m").park(150.0, 100.0)
     assert b.status(150.0) == "parked"
 
 
@@ -439,6 +440,7 @@ def test_group_budget_limits_come_from_its_first_key() -> None:
     core = Core(MuxConfig(), clock=FakeClock(start=0.0), rng=random.Random(0))
     a = core.dispatch.add_lane(_spec("a", rpm=60, group="g"))
     b = core.dispatch.add_lane(_spec("b", rpm=6000, group="g"))
-    assert b.budget is a.budget
-    assert b.budget.rpm is not None
-    assert b.budget.rpm.interval == 1.0
+    assert b.book is a.book
+    budget = b.book.get("m")
+    assert budget.rpm is not None
+    assert budget.rpm.interval == 1.0

@@ -128,7 +128,8 @@ def assert_mux_clean(mux: keymux.Multiplexer) -> None:
             assert_clean(repr(lane.secret), "repr(Secret)")
             assert_clean(str(lane.secret), "str(Secret)")
             assert_clean(f"{lane.secret}|{lane.secret:>40}", "format(Secret)")
-            assert_clean(repr(lane.budget.snapshot(0.0)), "budget snapshot")
+            for scope, budget in lane.book.items():
+                assert_clean(repr(budget.snapshot(0.0)), f"budget snapshot of {scope}")
 
 
 # --- the emulator (in-process, on the test's loop) --------------------------------------------

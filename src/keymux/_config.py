@@ -126,6 +126,7 @@ class KeySpec:
     rpd: float | None = None
     weight: float = 1.0
     group: str | None = None
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -145,6 +146,16 @@ class KeySpec:
         for label in ("rpm", "tpm", "rpd"):
             check_positive(f"{self.provider} key {self.name!r}: {label}", getattr(self, label))
         check_positive(f"{self.provider} key {self.name!r}: weight", self.weight)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ConfigError(
+                f"{self.provider} key {self.name!r}: priority must be a whole number (0 is the "
+                f"first tier), got {type(self.priority).__name__}"
+            )
+        if self.priority < 0:
+            raise ConfigError(
+                f"{self.provider} key {self.name!r}: priority must be 0 or more (0 is the "
+                f"first tier), got {self.priority!r}"
+            )
         if self.group is not None and (not isinstance(self.group, str) or not self.group):
             raise ConfigError(f"{self.provider} key {self.name!r}: group must be a non-empty str")
         object.__setattr__(

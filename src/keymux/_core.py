@@ -284,11 +284,13 @@ class Core:
             except TransportFailure as exc:
                 outcome = exc.outcome()
             except BaseException:
-                dispatch.release(lane)
+                dispatch.release(lane, req)
                 raise
             else:
                 status = exchange.status
-                self._observe(lane, exchange)
+                self._observe(lane, req, exchange)
+                if not lane.answered:
+                    dispatch.answered(lane)
                 if 200 <= status < 300:
                     return lane, exchange
                 try:
@@ -296,7 +298,7 @@ class Core:
                 except TransportFailure:
                     body = b""
                 except BaseException:
-                    dispatch.release(lane)
+                    dispatch.release(lane, req)
                     raise
                 finally:
                     exchange.close()
@@ -307,10 +309,10 @@ class Core:
             if delay > 0:
                 await self.clock.sleep(delay)
 
-    def _observe(self, lane: Lane, exchange: Exchange) -> None:
+    def _observe(self, lane: Lane, req: Request, exchange: Exchange) -> None:
         snapshot = lane.adapter.rate_snapshot(exchange.headers, self.clock.wall())
         if snapshot is not None:
-            budget = lane.budget
+            budget = req.budget or lane.book.get(req.scope)
             budget.observe(snapshot, self.clock.now(), max(0, budget.in_flight - 1))
 
     def _failed(self, c: _Call, lane: Lane, outcome: Outcome) -> float:
@@ -323,7 +325,7 @@ class Core:
             # that just refused
             retry, delay, counts = self._after_failure(lane, c.req, outcome, c.retries, c.attempts)
         finally:
-            self.dispatch.release(lane)
+            self.dispatch.release(lane, c.req)
         if not retry:
             raise self._error(lane, outcome, c.attempts)
         c.last = (lane, outcome)
@@ -340,7 +342,7 @@ class Core:
     ) -> tuple[bool, float, bool]:
         """Apply the retry decision's effect on the lane. (retry, delay, counts)."""
         now = self.clock.now()
-        budget = lane.budget
+        budget = req.budget or lane.book.get(req.scope)
         if req.reservation is not None and outcome.kind is not Kind.TRANSPORT:
             budget.settle(req.reservation, 0)  # refused: no tokens were used
         retry_after = outcome.retry_after
@@ -366,13 +368,19 @@ class Core:
         if outcome.kind in _KEY_FAILURES:
             lane.fail_streak += 1
         action = decision.lane_action
+        # a rate limit or a spent daily quota is the model's (its budget cools or parks);
+        # server errors and timeouts are the key's
+        by_model = outcome.kind is Kind.RATE_LIMITED or outcome.kind is Kind.DAILY_LIMIT
         if action is LaneAction.COOL:
-            if outcome.kind is Kind.RATE_LIMITED:
+            if by_model:
                 budget.on_rate_limited(now, decision.lane_delay)
             else:
-                budget.cool(now, decision.lane_delay)
+                lane.cooldown_until = max(lane.cooldown_until, now + decision.lane_delay)
         elif action is LaneAction.PARK:
-            budget.park(now, decision.lane_delay)
+            if by_model:
+                budget.park(now, decision.lane_delay)
+            else:
+                lane.parked_until = max(lane.parked_until, now + decision.lane_delay)
         elif action is LaneAction.DISABLE:
             if outcome.kind is Kind.KEY_INVALID:
                 self.disable(lane, f"invalid key (HTTP {outcome.status})")
@@ -420,7 +428,7 @@ class Core:
         """A 2xx answer was read to its end: settle the budget, count it."""
         req = c.req
         self._tell(lane, c, "ok", status)
-        budget = lane.budget
+        budget = req.budget or lane.book.get(req.scope)
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
         budget.on_success()
@@ -465,14 +473,14 @@ class Core:
                     except TransportFailure as exc:
                         outcome = exc.outcome(exchange.status)
                     except BaseException:
-                        self.dispatch.release(lane)
+                        self.dispatch.release(lane, req)
                         raise
                     else:
                         lane.observe_latency(self.clock.now() - c.sent_at)
                         try:
                             return self._parse(lane, c, exchange.status, body)
                         finally:
-                            self.dispatch.release(lane)
+                            self.dispatch.release(lane, req)
                     finally:
                         exchange.close()
                     delay = self._failed(c, lane, outcome)
@@ -562,7 +570,7 @@ class Core:
                 exchange.close()
                 if failure is None or delivered or failure.kind is Kind.MALFORMED:
                     # answered, abandoned by the caller, or not to be retried
-                    self.dispatch.release(lane)
+                    self.dispatch.release(lane, req)
             if final is not None:
                 yield final
                 return
@@ -621,7 +629,7 @@ class Core:
             head = Head(exchange.status, exchange.headers, lane.name, c.attempts)
             failure: Outcome | None = None
             passed = 0  # bytes that reached the caller
-            finished = False
+            finished = released = False
             try:
                 if not _is_event_stream(exchange.headers):
                     try:
@@ -633,7 +641,9 @@ class Core:
                         lane.observe_latency(self.clock.now() - c.sent_at)
                         self._succeeded(lane, c, exchange.status, _usage_of(lane, body))
                         finished = True
-                        self.dispatch.release(lane)
+                        exchange.close()
+                        self.dispatch.release(lane, req)  # before the caller reads the body
+                        released = True
                         yield head
                         yield body
                         return
@@ -682,8 +692,8 @@ class Core:
                         finished = True
             finally:
                 exchange.close()
-                if finished or failure is None or passed:
-                    self.dispatch.release(lane)
+                if not released and (finished or failure is None or passed):
+                    self.dispatch.release(lane, req)
             if finished:
                 return
             assert failure is not None

@@ -1,16 +1,19 @@
 """Dispatch: which lane a request goes to, and when. Plain state changes, no I/O.
 
-Dispatch keeps three facts true (design.md invariants 2-5):
+Dispatch keeps these facts true:
 
-* a lane never has more than ``max_concurrent`` requests in flight nor ``queue_size`` waiting;
-* a lane that can send (free slot, budget, not cooling) never idles while unpinned work waits:
-  it takes its own queue's head or the oldest unpinned waiter of its provider, whichever came
-  first (work stealing), so waiting work flows to whichever key frees up;
+* a lane never has more than ``max_concurrent`` requests in flight nor ``queue_size`` waiting
+  (and one request only, until the key's first answer: slow start);
+* a lane that can send (free slot, budget for the request's model, not cooling) never idles
+  while unpinned work it could serve waits: it takes its own queue's first such request or the
+  provider's oldest such unpinned one, whichever came first (work stealing);
+* a key of a later priority tier gets work only while no key of an earlier tier can take it;
 * pinned requests only ever use their key; disabled keys get nothing.
 
-Lanes that can send right now sit in ``idle`` (insertion order = least recently used first);
-a strategy picks among the first ``CANDIDATES`` of them, so choosing costs O(1) in the number of
-keys. A lane that is blocked by its budget or a cooldown gets one timer for when it may send.
+Lanes that may send right now (free slot, not cooling as a key) sit in their tier's ``idle``
+set (insertion order = least recently used first); a strategy picks among the first
+``CANDIDATES`` of them whose budget for the request's model allows it, so choosing costs O(1)
+in the number of keys. A lane blocked by time gets one timer for when it may send.
 """
 
 from __future__ import annotations
@@ -31,33 +34,63 @@ from ._errors import (
     QueueFullError,
     QuotaExhaustedError,
 )
-from ._lane import GONE, GRANTED, WAITING, Lane, Request, Waiter
-from ._ratelimit import Budget
+from ._lane import GONE, GRANTED, WAITING, BudgetBook, Lane, Request, Waiter
 from ._secret import Secret
 from ._strategies import CANDIDATES, round_robin
 from .providers import ADAPTERS, Adapter
 
-__all__ = ["Dispatcher", "ProviderState"]
+__all__ = ["Dispatcher", "ProviderState", "Tier"]
+
+_NEVER = float("inf")
 
 log = logging.getLogger("keymux")
 
 StrategyFn = Callable[[list[Lane], float], Lane]
 
 
-class ProviderState:
-    """One provider's lanes, its idle lanes in LRU order, and its unpinned waiters."""
+#: how many idle lanes a choice looks at (past lanes whose budget for the request's model is
+#: spent) before the request queues instead: a choice stays O(1) in the number of keys
+SCAN = 64
 
-    __slots__ = ("adapter", "cursor", "idle", "lanes", "name", "order", "secrets", "unpinned")
+
+class Tier:
+    """The lanes of one priority: in order of addition, and those idle in LRU order."""
+
+    __slots__ = ("cursor", "idle", "order", "priority")
+
+    def __init__(self, priority: int) -> None:
+        self.priority = priority
+        self.order: list[Lane] = []
+        self.idle: dict[Lane, None] = {}
+        self.cursor = 0
+
+
+class ProviderState:
+    """One provider's lanes by tier, and its unpinned waiters."""
+
+    __slots__ = ("adapter", "lanes", "name", "secrets", "tiers", "unpinned")
 
     def __init__(self, name: str, adapter: Adapter) -> None:
         self.name = name
         self.adapter = adapter
         self.lanes: dict[str, Lane] = {}
         self.secrets: dict[Secret, str] = {}  # secret -> the name it was added under
-        self.idle: dict[Lane, None] = {}
+        self.tiers: list[Tier] = []  # by priority, the first tier first
         self.unpinned: deque[Waiter] = deque()
-        self.order: list[Lane] = []
-        self.cursor = 0
+
+    def tier(self, priority: int) -> Tier:
+        for tier in self.tiers:
+            if tier.priority == priority:
+                return tier
+        tier = Tier(priority)
+        self.tiers.append(tier)
+        self.tiers.sort(key=lambda t: t.priority)
+        return tier
+
+    @property
+    def order(self) -> list[Lane]:
+        """Every lane, the first tier first."""
+        return [lane for tier in self.tiers for lane in tier.order]
 
 
 class Dispatcher:
@@ -69,7 +102,7 @@ class Dispatcher:
         self.providers: dict[str, ProviderState] = {
             name: ProviderState(name, adapter) for name, adapter in ADAPTERS.items()
         }
-        self.groups: dict[tuple[str, str], Budget] = {}
+        self.groups: dict[tuple[str, str], BudgetBook] = {}
         self.closed = False
         self._seq = itertools.count()
 
@@ -88,20 +121,25 @@ class Dispatcher:
                 f"{spec.provider} key {spec.name!r} is the same secret as key {twin!r}; "
                 "add each key once"
             )
+        book: BudgetBook | None = None
         if spec.group is not None:
-            budget = self.groups.get((spec.provider, spec.group))
-            if budget is None:
-                budget = Budget(rpm=spec.rpm, tpm=spec.tpm, rpd=spec.rpd)
-                self.groups[(spec.provider, spec.group)] = budget
-        else:
-            budget = Budget(rpm=spec.rpm, tpm=spec.tpm, rpd=spec.rpd)
+            book = self.groups.get((spec.provider, spec.group))
+        if book is None:
+            book = BudgetBook(rpm=spec.rpm, tpm=spec.tpm, rpd=spec.rpd)
+            if spec.group is not None:
+                self.groups[(spec.provider, spec.group)] = book
+        tier = ps.tier(spec.priority)
         lane = Lane(
-            spec, ps.adapter, max_concurrent=self.config.max_concurrent_requests, budget=budget
+            spec,
+            ps.adapter,
+            max_concurrent=self.config.max_concurrent_requests,
+            book=book,
+            idle=tier.idle,
         )
         ps.lanes[spec.name] = lane
         ps.secrets[spec.secret] = spec.name
-        ps.order.append(lane)
-        ps.idle[lane] = None
+        tier.order.append(lane)
+        tier.idle[lane] = None
         if self._loop_running():
             self._pump(lane)
         return lane
@@ -111,9 +149,10 @@ class Dispatcher:
         lane = ps.lanes.pop(name, None)
         if lane is None:
             raise ConfigError(f"{provider} has no key named {name!r}")
-        ps.order.remove(lane)
+        tier = ps.tier(lane.priority)
+        tier.order.remove(lane)
+        tier.cursor = 0
         del ps.secrets[lane.secret]
-        ps.cursor = 0
         lane.removed = True
         self.take_out(lane, "removed", NoKeyAvailableError)
 
@@ -126,7 +165,7 @@ class Dispatcher:
             lane.disabled_reason = reason
             lane.disabled_at = self.clock.wall()
         lane.disabled_error = pinned_error
-        ps.idle.pop(lane, None)
+        lane.idle.pop(lane, None)
         if lane.timer is not None:
             lane.timer.cancel()
             lane.timer = None
@@ -178,8 +217,17 @@ class Dispatcher:
         lane.disabled_at = None
         lane.probe_at = None
         log.info("keymux: %s key %r re-enabled", lane.provider, lane.name)
-        self.providers[lane.provider].idle[lane] = None
+        lane.idle[lane] = None
         self._pump(lane)
+
+    def answered(self, lane: Lane) -> None:
+        """The key gave its first answer: it is known to work, so it may carry its full
+        concurrency (a fresh key carries one request until then: a revoked key costs one)."""
+        if not lane.answered:
+            lane.answered = True
+            lane.cap = lane.max_concurrent
+            if lane.enabled:
+                self._pump(lane)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -192,45 +240,61 @@ class Dispatcher:
         return True
 
     def _choose_idle(self, ps: ProviderState, req: Request, now: float) -> Lane | None:
-        """A lane that can send ``req`` right now, chosen by the request's strategy."""
+        """A lane that can send ``req`` right now, chosen by the request's strategy among the
+        first tier that has one."""
         if req.pin is not None:
             lane = ps.lanes.get(req.pin)
             if (
                 lane is not None
                 and lane.enabled
-                and lane.in_flight < lane.max_concurrent
+                and lane.in_flight < lane.cap
                 and not lane.n_waiting
-                and lane.budget.ready_at(now, req.tokens) <= now
+                and lane.ready_at(now, req.scope, req.tokens) <= now
             ):
                 return lane
             return None
-        if not ps.idle:
-            return None
-        candidates: list[Lane] = []
-        stale: list[Lane] = []
         avoid = req.avoid
-        for lane in ps.idle:
-            if lane.in_flight >= lane.max_concurrent or not lane.enabled:
-                stale.append(lane)
+        scope = req.scope
+        for tier in ps.tiers:
+            idle = tier.idle
+            if not idle:
                 continue
-            if avoid and lane.name in avoid:
+            candidates: list[Lane] = []
+            stale: list[Lane] = []
+            scanned = 0
+            for lane in idle:
+                if lane.in_flight >= lane.cap or not lane.enabled:
+                    stale.append(lane)
+                    continue
+                held = lane.held_until(now)
+                if held > now:
+                    stale.append(lane)  # the key itself is cooling: no model may use it
+                    self._wake_at(lane, held)
+                    continue
+                if avoid and lane.name in avoid:
+                    continue
+                ready = lane.book.get(scope).ready_at(now, req.tokens)
+                if ready > now:
+                    # spent for this model only: it stays idle for the others
+                    self._wake_at(lane, ready)
+                    scanned += 1
+                    if scanned >= SCAN:
+                        break
+                    continue
+                candidates.append(lane)
+                if len(candidates) >= CANDIDATES:
+                    break
+            for lane in stale:
+                del idle[lane]
+            if not candidates:
                 continue
-            ready = lane.budget.ready_at(now, req.tokens)
-            if ready > now:
-                stale.append(lane)
-                self._wake_at(lane, ready)
-                continue
-            candidates.append(lane)
-            if len(candidates) >= CANDIDATES:
-                break
-        for lane in stale:
-            del ps.idle[lane]
-        if not candidates:
-            return None
-        if len(candidates) == 1:
-            return candidates[0]
-        strategy: StrategyFn = req.strategy or round_robin
-        return strategy(candidates, now)
+            if len(candidates) == 1:
+                return candidates[0]
+            for lane in candidates:
+                lane.asked = scope
+            strategy: StrategyFn = req.strategy or round_robin
+            return strategy(candidates, now)
+        return None
 
     def _choose_queue(self, ps: ProviderState, req: Request) -> Lane:
         """The lane whose queue a request that cannot start now waits in."""
@@ -248,7 +312,8 @@ class Dispatcher:
                     provider=ps.name,
                     key_name=lane.name,
                 )
-            parked = lane.budget.parked_until - self.clock.now()
+            now = self.clock.now()
+            parked = max(lane.parked_until, lane.book.get(req.scope).parked_until) - now
             if parked > self.config.retry.max_retry_after:
                 # as for the request that got the key parked: too long to wait for
                 raise QuotaExhaustedError(
@@ -258,29 +323,33 @@ class Dispatcher:
                     provider=ps.name,
                     key_name=lane.name,
                 )
-            if lane.n_waiting >= self.config.queue_size:
+            if lane.n_waiting >= self.config.queue_size + lane.max_concurrent - lane.cap:
                 raise QueueFullError(
                     f"{ps.name} key {lane.name!r}: queue full ({self.config.queue_size} waiting)",
                     provider=ps.name,
                     key_name=lane.name,
                 )
             return lane
-        order = ps.order
-        n = len(order)
-        candidates: list[Lane] = []
-        enabled = 0
         limit = self.config.queue_size
-        for i in range(n):
-            lane = order[(ps.cursor + i) % n]
-            if not lane.enabled or (req.avoid and lane.name in req.avoid):
-                continue
-            enabled += 1
-            if lane.n_waiting < limit:
-                candidates.append(lane)
-                if len(candidates) >= CANDIDATES:
-                    break
-        if n:
-            ps.cursor = (ps.cursor + 1) % n
+        enabled = 0
+        candidates: list[Lane] = []
+        for tier in ps.tiers:
+            order = tier.order
+            n = len(order)
+            for i in range(n):
+                lane = order[(tier.cursor + i) % n]
+                if not lane.enabled or (req.avoid and lane.name in req.avoid):
+                    continue
+                enabled += 1
+                # a key in slow start holds its other slots' requests in its queue
+                if lane.n_waiting < limit + lane.max_concurrent - lane.cap:
+                    candidates.append(lane)
+                    if len(candidates) >= CANDIDATES:
+                        break
+            if n:
+                tier.cursor = (tier.cursor + 1) % n
+            if candidates:
+                break  # wait for a key of the first tier with room
         if not candidates:
             if not enabled:
                 raise self._no_key(ps, req)
@@ -292,9 +361,13 @@ class Dispatcher:
         # queue where the wait is shortest: the strategy, but never on a lane that is cooling
         # when another is not
         now = self.clock.now()
-        ready = [lane for lane in candidates if lane.budget.ready_at(now, req.tokens) <= now]
+        ready = [lane for lane in candidates if lane.ready_at(now, req.scope, req.tokens) <= now]
         pool = ready or candidates
-        return pool[0] if len(pool) == 1 else strategy(pool, now)
+        if len(pool) == 1:
+            return pool[0]
+        for lane in pool:
+            lane.asked = req.scope
+        return strategy(pool, now)
 
     def _no_key(self, ps: ProviderState, req: Request) -> KeymuxError:
         if not ps.lanes:
@@ -323,59 +396,71 @@ class Dispatcher:
         if lane.enabled:
             self._pump(lane)
 
-    def _next_waiter(self, lane: Lane, ps: ProviderState) -> tuple[Waiter | None, bool]:
-        """The next waiter this lane should serve: its own queue's head or the provider's
-        oldest unpinned waiter, whichever came first. (waiter, from_global)."""
+    def _next_waiter(self, lane: Lane, ps: ProviderState, now: float) -> tuple[int, int, float]:
+        """The next waiter this lane should serve now: the first of its own queue, or the
+        provider's oldest unpinned one, that its budget allows — whichever came first.
+        Returns (index in its own queue or -1, index in the unpinned queue or -1, when the
+        first one passed over may go: ``inf`` if none)."""
         own = lane.queue
         while own and own[0].state != WAITING:
             own.popleft()
         glob = ps.unpinned
         while glob and glob[0].state != WAITING:
             glob.popleft()
-        head = own[0] if own else None
-        other: Waiter | None = None
-        if glob:
-            for i, w in enumerate(glob):
-                if w.state == WAITING and not (w.req.avoid and lane.name in w.req.avoid):
-                    other = w
-                    if i:
-                        del glob[i]
-                        glob.appendleft(w)
-                    break
-        if head is None:
-            return other, True
-        if other is None or head.seq <= other.seq:
-            return head, False
-        return other, True
+        book = lane.book
+        soonest = _NEVER
+        mine = -1
+        head_seq = _NEVER
+        for i, w in enumerate(own):
+            if i >= SCAN:
+                break
+            if w.state != WAITING:
+                continue
+            ready = book.get(w.req.scope).ready_at(now, w.req.tokens)
+            if ready <= now:
+                mine, head_seq = i, w.seq
+                break
+            if ready < soonest:
+                soonest = ready
+        for i, w in enumerate(glob):
+            if i >= SCAN or w.seq > head_seq:
+                break  # the own queue's choice came first
+            if w.state != WAITING or (w.req.avoid and lane.name in w.req.avoid):
+                continue
+            ready = book.get(w.req.scope).ready_at(now, w.req.tokens)
+            if ready <= now:
+                return -1, i, soonest
+            if ready < soonest:
+                soonest = ready
+        return mine, -1, soonest
 
     def _pump(self, lane: Lane) -> None:
         """Let a lane take work while it can; then mark it idle, or set its wake-up timer."""
-        ps = self.providers[lane.provider]
         if not lane.enabled:
-            ps.idle.pop(lane, None)
+            lane.idle.pop(lane, None)
             return
         now = self.clock.now()
-        while lane.in_flight < lane.max_concurrent:
-            w, from_global = self._next_waiter(lane, ps)
-            if w is None:
-                ready = lane.budget.ready_at(now, 0)
-                if ready > now:
-                    ps.idle.pop(lane, None)
-                    self._wake_at(lane, ready)
-                else:
-                    ps.idle[lane] = None
-                return
-            ready = lane.budget.ready_at(now, w.req.tokens)
-            if ready > now:
-                ps.idle.pop(lane, None)
-                self._wake_at(lane, ready)
-                return
-            if from_global:
-                ps.unpinned.popleft()
+        held = lane.held_until(now)
+        if held > now:
+            lane.idle.pop(lane, None)
+            self._wake_at(lane, held)
+            return
+        ps = self.providers[lane.provider]
+        while lane.in_flight < lane.cap:
+            mine, theirs, soonest = self._next_waiter(lane, ps, now)
+            if theirs >= 0:
+                w = ps.unpinned[theirs]
+                del ps.unpinned[theirs]
+            elif mine >= 0:
+                w = lane.queue[mine]
+                del lane.queue[mine]
             else:
-                lane.queue.popleft()
+                lane.idle[lane] = None  # free for other work, or other models
+                if soonest < _NEVER:
+                    self._wake_at(lane, soonest)
+                return
             self._grant(lane, w, now)
-        ps.idle.pop(lane, None)
+        lane.idle.pop(lane, None)
 
     @staticmethod
     def _detach(w: Waiter) -> None:
@@ -400,19 +485,20 @@ class Dispatcher:
         lane.in_flight += 1
         lane.usage += 1
         lane.last_used = now
-        req.reservation = lane.budget.take(now, req.tokens)
-        ps = self.providers[lane.provider]
-        if lane in ps.idle:
-            if lane.in_flight >= lane.max_concurrent:
-                del ps.idle[lane]
-            else:
-                ps.idle.pop(lane)
-                ps.idle[lane] = None  # most recently used goes last
+        budget = req.budget = lane.book.get(req.scope)
+        req.reservation = budget.take(now, req.tokens)
+        idle = lane.idle
+        if lane in idle:
+            del idle[lane]
+            if lane.in_flight < lane.cap:
+                idle[lane] = None  # most recently used goes last
 
-    def release(self, lane: Lane) -> None:
-        """A request taken with ``acquire`` is done with its lane (answered, or gave up)."""
+    def release(self, lane: Lane, req: Request) -> None:
+        """``req``, which ``acquire`` gave ``lane``, is done with it (answered, or gave up)."""
         lane.in_flight -= 1
-        lane.budget.release()
+        budget = req.budget
+        if budget is not None:
+            budget.release()
         if lane.enabled:
             self._pump(lane)
 
@@ -447,14 +533,14 @@ class Dispatcher:
                 and not fut.cancelled()
                 and (fut.exception() is None)
             ):
-                self.release(fut.result())
+                self.release(fut.result(), req)
             elif w.state == WAITING:
                 w.state = GONE
                 self._detach(w)
             raise
         if not lane.enabled:
             # disabled between the grant and this task resuming: it gets nothing more
-            self.release(lane)
+            self.release(lane, req)
             req.shun(lane.name)
             return await self.acquire(req)
         return lane
@@ -487,14 +573,15 @@ class Dispatcher:
                 lane.queue.clear()
                 lane.n_waiting = 0
             ps.unpinned.clear()
-            ps.idle.clear()
+            for tier in ps.tiers:
+                tier.idle.clear()
 
     def offer_all(self) -> None:
         """Every enabled lane is offered again (a new event loop took over)."""
         for ps in self.providers.values():
             for lane in ps.lanes.values():
                 if lane.enabled:
-                    ps.idle[lane] = None
+                    lane.idle[lane] = None
 
     def forget_loop(self) -> None:
         """After fork: drop what belonged to the parent's loop (timers, waiters, slots)."""
@@ -505,9 +592,10 @@ class Dispatcher:
                 lane.queue.clear()
                 lane.n_waiting = 0
                 lane.in_flight = 0
-                lane.budget.in_flight = 0
+                for _, budget in lane.book.items():
+                    budget.in_flight = 0
                 if lane.enabled:
-                    ps.idle[lane] = None
+                    lane.idle[lane] = None
 
 
 def _why_unusable(lane: Lane, req: Request) -> str:

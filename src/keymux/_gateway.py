@@ -94,6 +94,7 @@ class Gateway:
             strategy=strategy,
             deadline_at=self._deadline_at(deadline),
             tokens=adapter.estimate_tokens(endpoint, params) if self.counts_tokens else 0,
+            scope=adapter.limit_scope(prepared.model),
         )
 
     def forwarded(
@@ -118,6 +119,7 @@ class Gateway:
             strategy=strategy,
             deadline_at=self._deadline_at(deadline),
             tokens=tokens if self.counts_tokens else 0,
+            scope=ADAPTERS[provider].limit_scope(prepared.model),
         )
 
     # -- running ----------------------------------------------------------------------------

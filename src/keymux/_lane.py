@@ -1,6 +1,12 @@
 """One lane per key: bounded waiting queue, concurrency slots, status, counters.
 
-Lanes are plain state; the core (``_core.py``) drives them on its event loop.
+Lanes are plain state; the dispatcher and the core drive them on the core's event loop.
+
+Providers limit each model separately, so a lane's rate budgets live in a ``BudgetBook``: one
+``Budget`` per model *scope* (the model, or for Anthropic its model class), made on first use
+with the key's configured rpm/tpm/rpd. Keys of one ``group`` share one book. What concerns the
+key itself — disabled, a cooldown after server errors or timeouts, its concurrency slots —
+stays on the lane.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from ._secret import Secret
 from ._types import Prepared
 from .providers import Adapter
 
-__all__ = ["Lane", "Request", "Waiter"]
+__all__ = ["BudgetBook", "Lane", "Request", "Waiter"]
 
 WAITING, GRANTED, GONE = 0, 1, 2
 
@@ -33,8 +39,10 @@ class Request:
     strategy: Any = None  # a Strategy callable
     deadline_at: float | None = None  # clock time the whole call must end by
     tokens: int = 0  # estimate reserved from token budgets
+    scope: str = ""  # whose limits it spends: the model (or model class) it asks for
     avoid: set[str] | None = None  # keys this request must not go back to (made when needed)
     reservation: Reservation | None = None
+    budget: Budget | None = None  # the budget the current attempt took from
 
     def shun(self, name: str) -> None:
         """Never send this request to key ``name`` again."""
@@ -44,6 +52,31 @@ class Request:
             self.avoid.add(name)
 
     lane_name: str | None = None  # the key of the current (or last) attempt
+
+
+class BudgetBook:
+    """The rate budgets of one key, or of every key of one group: one per model scope."""
+
+    __slots__ = ("_budgets", "rpd", "rpm", "tpm")
+
+    def __init__(self, *, rpm: float | None, tpm: float | None, rpd: float | None) -> None:
+        self.rpm = rpm
+        self.tpm = tpm
+        self.rpd = rpd
+        self._budgets: dict[str, Budget] = {}
+
+    def get(self, scope: str) -> Budget:
+        """The budget of ``scope``, made on first use (configured limits apply to each)."""
+        budget = self._budgets.get(scope)
+        if budget is None:
+            budget = self._budgets[scope] = Budget(rpm=self.rpm, tpm=self.tpm, rpd=self.rpd)
+        return budget
+
+    def items(self) -> list[tuple[str, Budget]]:
+        return list(self._budgets.items())
+
+    def __repr__(self) -> str:
+        return f"BudgetBook({', '.join(self._budgets) or 'empty'})"
 
 
 class Waiter:
@@ -64,8 +97,12 @@ class Lane:
 
     __slots__ = (
         "adapter",
+        "answered",
+        "asked",
         "base_url",
-        "budget",
+        "book",
+        "cap",
+        "cooldown_until",
         "disabled_at",
         "disabled_error",
         "disabled_reason",
@@ -73,7 +110,7 @@ class Lane:
         "fail_streak",
         "failures",
         "group",
-        "headroom",
+        "idle",
         "in_flight",
         "input_tokens",
         "last_used",
@@ -82,6 +119,8 @@ class Lane:
         "n_waiting",
         "name",
         "output_tokens",
+        "parked_until",
+        "priority",
         "probe_at",
         "provider",
         "queue",
@@ -105,7 +144,8 @@ class Lane:
         adapter: Adapter,
         *,
         max_concurrent: int,
-        budget: Budget,
+        book: BudgetBook,
+        idle: dict[Lane, None],
     ) -> None:
         self.spec = spec
         self.provider = spec.provider
@@ -117,9 +157,19 @@ class Lane:
         self.max_concurrent = spec.max_concurrent or max_concurrent
         self.weight = spec.weight
         self.group = spec.group
-        self.budget = budget
-        #: LaneView.headroom(now): the budget's own method, one call less on the hot path
-        self.headroom = budget.headroom
+        self.priority = spec.priority
+        self.book = book
+        #: the scope whose budget ``headroom`` reports: set by dispatch before a strategy runs
+        self.asked = ""
+        #: the idle set of this lane's priority tier (dispatch keeps it)
+        self.idle = idle
+        #: slow start: one request until the key's first answer, then ``max_concurrent``
+        self.answered = False
+        self.cap = 1
+        #: the key's own cooldown and pause (server errors, timeouts); rate limits are the
+        #: budgets' business, per model
+        self.cooldown_until = 0.0
+        self.parked_until = 0.0
         self.enabled = True
         self.removed = False
         self.disabled_reason: str | None = None
@@ -149,23 +199,45 @@ class Lane:
     def waiting(self) -> int:
         return self.n_waiting
 
+    def headroom(self, now: float) -> float:
+        """How much of the budget of the model being placed is left, 0..1."""
+        if self.cooldown_until > now or self.parked_until > now:
+            return 0.0
+        return self.book.get(self.asked).headroom(now)
+
+    def held_until(self, now: float) -> float:
+        """When the key itself may send again (``now`` if it may): its own cooldown."""
+        until = (
+            self.cooldown_until if self.cooldown_until > self.parked_until else self.parked_until
+        )
+        return until if until > now else now
+
+    def ready_at(self, now: float, scope: str, tokens: int) -> float:
+        """When a request of ``scope`` estimated at ``tokens`` may go out on this key."""
+        held = self.held_until(now)
+        ready = self.book.get(scope).ready_at(now, tokens)
+        return ready if ready > held else held
+
     def observe_latency(self, seconds: float) -> None:
         self.latency = seconds if self.latency == 0.0 else self.latency * 0.8 + seconds * 0.2
 
     def status(self, now: float) -> str:
+        """removed, disabled, parked, cooling or active: the key's own state, or the worst of
+        its models' (a key whose one model is rate limited is "cooling")."""
         if self.removed:
             return "removed"
         if not self.enabled:
             return "disabled"
-        if self.budget.parked_until > now:
+        budgets = [budget for _, budget in self.book.items()]
+        if self.parked_until > now or any(b.parked_until > now for b in budgets):
             return "parked"
-        if self.budget.cooldown_until > now:
+        if self.cooldown_until > now or any(b.cooldown_until > now for b in budgets):
             return "cooling"
         return "active"
 
     def __repr__(self) -> str:
         return (
             f"<keymux.Lane {self.provider}/{self.name} key={self.secret.masked} "
-            f"in_flight={self.in_flight}/{self.max_concurrent} waiting={self.n_waiting}"
+            f"in_flight={self.in_flight}/{self.cap} waiting={self.n_waiting}"
             f"{'' if self.enabled else ' disabled'}>"
         )

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from . import transports
 from ._client import ProviderClient
 from ._clock import Clock, SystemClock
 from ._config import KeySpec, MuxConfig, RetryPolicy, Timeout
@@ -118,8 +119,12 @@ class Multiplexer:
         rpd: float | None = None,
         weight: float = 1.0,
         group: str | None = None,
+        priority: int = 0,
     ) -> None:
-        """Add a key. ``provider``: "openai", "groq", "claude" ("anthropic") or "gemini"."""
+        """Add a key. ``provider``: "openai", "groq", "claude" ("anthropic") or "gemini".
+
+        ``priority`` is the key's tier (0 first): a key of a later tier gets work only while no
+        key of an earlier tier has both budget and a free slot."""
         provider = canonical_provider(provider)
         if isinstance(api_key, Secret):
             secret = api_key
@@ -138,6 +143,7 @@ class Multiplexer:
             rpd=rpd,
             weight=weight,
             group=group,
+            priority=priority,
         )
         self._add_spec(spec)
 
@@ -236,6 +242,69 @@ class Multiplexer:
         self, key_name: str | None = None, strategy: str | Strategy[Any] = "round-robin"
     ) -> ProviderClient:
         return self.get_client("gemini", key_name=key_name, strategy=strategy)
+
+    # -- the official SDKs, through keymux ---------------------------------------------------
+
+    def http_client(
+        self,
+        provider: str,
+        *,
+        key_name: str | None = None,
+        strategy: str | Strategy[Any] = "round-robin",
+        library: str | None = None,
+    ) -> Any:
+        """An ``httpx2.Client`` (or with ``library="httpx"`` an ``httpx.Client``) for an official
+        SDK's ``http_client=``: every request goes through this multiplexer's keys. The default
+        library is the one ``provider``'s current SDK builds on (groq: httpx; the others: httpx2).
+        Used from sync code, its requests run on keymux's loop thread."""
+        provider, library = self._sdk_library(provider, library)
+        return transports.sync_client(self._sdk_route(provider, key_name, strategy), library)
+
+    def async_http_client(
+        self,
+        provider: str,
+        *,
+        key_name: str | None = None,
+        strategy: str | Strategy[Any] = "round-robin",
+        library: str | None = None,
+    ) -> Any:
+        """An ``httpx2.AsyncClient`` (or ``httpx.AsyncClient``) for an official SDK's async
+        client; its requests run on the caller's event loop."""
+        provider, library = self._sdk_library(provider, library)
+        return transports.async_client(self._sdk_route(provider, key_name, strategy), library)
+
+    def _sdk_library(self, provider: str, library: str | None) -> tuple[str, str]:
+        """The canonical provider and the HTTP library for its drop-in client (importable:
+        ConfigError naming the extra to install otherwise)."""
+        provider = canonical_provider(provider)
+        library = transports.DEFAULT_LIBRARY[provider] if library is None else library
+        transports.flavour(library)
+        return provider, library
+
+    def _sdk_route(
+        self, provider: str, key_name: str | None, strategy: str | Strategy[Any]
+    ) -> transports.Route:
+        """Where a drop-in client's requests go: pinned to ``key_name``, or spread by
+        ``strategy`` (checked as ``get_client`` checks them)."""
+        if key_name is not None:
+            lanes = self._core.dispatch.providers[provider].lanes
+            if key_name not in lanes:
+                known = ", ".join(lanes) or "none"
+                raise ConfigError(f"{provider} has no key named {key_name!r} (known: {known})")
+            name, fn = "specific", None
+        elif strategy == "specific":
+            raise ConfigError('strategy "specific" needs key_name=')
+        else:
+            name, fn = resolve_strategy(strategy)
+        return transports.Route(
+            gateway=self._gateway,
+            core=self._core,
+            runtime=self._runtime,
+            provider=provider,
+            pin=key_name,
+            strategy=fn,
+            strategy_name=name,
+        )
 
     # -- statistics -------------------------------------------------------------------------
 

@@ -37,5 +37,16 @@ def lane_stats(lane: Lane, now: float, wall: float) -> dict[str, Any]:
         )
         if lane.probe_at is not None:
             out["next_probe_in_s"] = round(max(0.0, lane.probe_at - wall), 3)
-    out.update(lane.budget.snapshot(now))
+    if lane.cooldown_until > now:
+        out["cooldown_s"] = round(lane.cooldown_until - now, 3)
+    if lane.parked_until > now:
+        out["parked_s"] = round(lane.parked_until - now, 3)
+    models = {scope: budget.snapshot(now) for scope, budget in lane.book.items()}
+    if len(models) == 1:
+        # one model in use (the usual case): its budget's facts at the top, as before
+        ((_, facts),) = models.items()
+        for name, value in facts.items():
+            out.setdefault(name, value)
+    if models:
+        out["models"] = models
     return out

@@ -122,6 +122,11 @@ class AdapterBase(ABC):
         prepared = self.prepare(endpoint, params, model=model, stream=stream)
         return prepared.for_key(self.url(base_url, prepared.path), api_key)
 
+    def limit_scope(self, model: str | None) -> str:
+        """Whose rate limits a request for ``model`` spends: the model itself (the provider
+        limits each model separately); "" when no model is named."""
+        return model or ""
+
 
 class StreamDecoder(Protocol):
     """Reads one provider stream, event by event."""
@@ -190,6 +195,10 @@ class Adapter(Protocol):
     def error_body(self, status: int, message: str) -> bytes:
         """An error answer in this provider's own JSON shape, for answers keymux makes itself
         (no key left for a forwarded request, a proxy token refused)."""
+        ...
+
+    def limit_scope(self, model: str | None) -> str:
+        """Whose rate limits a request for ``model`` spends (budgets are kept per scope)."""
         ...
 
     def usage_of(self, body: Any) -> Usage:

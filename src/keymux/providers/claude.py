@@ -34,6 +34,9 @@ __all__ = ["ClaudeAdapter", "ClaudeStreamDecoder"]
 PROVIDER = "claude"
 API_VERSION = "2023-06-01"
 
+#: the version suffix of a model id: a date or "-latest"
+_MODEL_VERSION = re.compile(r"-(?:\d{8}|latest)$")
+
 #: status -> error.type of the error answers keymux writes in Anthropic's shape
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -436,6 +439,11 @@ class ClaudeAdapter(AdapterBase):
 
     def __repr__(self) -> str:
         return "keymux.providers.ClaudeAdapter()"
+
+    def limit_scope(self, model: str | None) -> str:
+        """Anthropic limits each model *class*: a dated or ``-latest`` id shares its class's
+        limits (``claude-sonnet-4-5-20250929`` spends ``claude-sonnet-4-5``'s)."""
+        return _MODEL_VERSION.sub("", model) if model else ""
 
     def error_body(self, status: int, message: str) -> bytes:
         """An error answer in Anthropic's own shape (for answers keymux makes itself)."""

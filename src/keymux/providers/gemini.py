@@ -598,6 +598,10 @@ class GeminiAdapter(AdapterBase):
     def __repr__(self) -> str:
         return "keymux.providers.GeminiAdapter()"
 
+    def limit_scope(self, model: str | None) -> str:
+        """The model without its ``models/`` resource prefix (both name the same limits)."""
+        return model.removeprefix("models/") if model else ""
+
     def error_body(self, status: int, message: str) -> bytes:
         """An error answer in Google's own shape (for answers keymux makes itself)."""
         code = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
