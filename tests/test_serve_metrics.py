@@ -78,8 +78,9 @@ def test_metrics_count_requests_attempts_latency_and_key_state(serve: ServeFacto
     assert _value(m, "keymux_in_flight", "keymux_in_flight", key="good") == 0
     assert _value(m, "keymux_max_concurrent", "keymux_max_concurrent", key="good") == 5
     # learned from the emulator's x-ratelimit-* headers: 100 per window, 3 spent
-    assert _value(m, "keymux_limit_requests", "keymux_limit_requests", key="good") == 100
-    assert _value(m, "keymux_remaining_requests", "keymux_remaining_requests", key="good") == 97
+    limit, left = "keymux_limit_requests", "keymux_remaining_requests"
+    assert _value(m, limit, limit, key="good", model="gpt-4o") == 100
+    assert _value(m, left, left, key="good", model="gpt-4o") == 97
     assert _value(m, "keymux_key_successes", "keymux_key_successes_total", key="good") == 3
     assert _value(m, "keymux_tokens", "keymux_tokens_total", key="c1", direction="output") > 0
     assert _value(m, "keymux_proxy_requests_in_progress", "keymux_proxy_requests_in_progress") == 0

@@ -339,9 +339,7 @@ class Proxy:
                     return resp
                 body = await gen.__anext__()  # the whole body, in one piece
                 assert isinstance(body, bytes)
-                if head.error is None:
-                    self._even_out_release(provider, key)
-                else:
+                if head.error is not None:
                     outcome = "upstream_error"
                 return web.Response(status=head.status, body=scrub(body, secret), headers=headers)
             finally:
@@ -392,19 +390,6 @@ class Proxy:
             return "client_gone"
         await resp.write_eof()
         return "ok"
-
-    def _even_out_release(self, provider: str, key: str) -> None:
-        """WORKAROUND (remove when ``Core.forward`` releases once): for a plain 2xx answer
-        ``Core.forward`` frees the key's slot before it yields the head, and again in its
-        ``finally``, so ``in_flight`` would go below zero and the key's concurrency limit stop
-        holding. Taking the slot back just before the forward is closed (no await in between:
-        nothing else runs on the loop meanwhile) evens out the second release; the same as the
-        SDK transports do. ``tests/test_serve_native.py`` fails if either side changes."""
-        state = self.mux._core.dispatch.providers.get(provider)
-        lane = state.lanes.get(key) if state is not None else None
-        if lane is not None:
-            lane.in_flight += 1
-            lane.budget.in_flight += 1
 
     def _keymux_error(self, dialect: str, provider: str, exc: KeymuxError) -> web.Response:
         exc.message = self._secrets.scrub_text(provider, exc.message)

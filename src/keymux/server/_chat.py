@@ -127,7 +127,6 @@ async def _translated(
                 return resp
             raw = await gen.__anext__()  # the whole body, in one piece
             assert isinstance(raw, bytes)
-            proxy._even_out_release(provider, key)
             try:
                 native = json.loads(raw)
                 parsed = adapter.parse("chat", native)

@@ -125,12 +125,16 @@ def dashboard_data(
                 "reason": s.get("disabled_reason"),
             }
             for dim in ("requests", "tokens"):
-                learned = s.get(f"learned_{dim}")
-                if isinstance(learned, dict):
-                    row[f"remaining_{dim}"] = learned.get("remaining")
-                    row[f"limit_{dim}"] = learned.get("limit")
-                else:
-                    row[f"remaining_{dim}"] = row[f"limit_{dim}"] = None
+                # the tightest of the key's budgets (one per model it served)
+                tightest: tuple[float, Any] | None = None
+                for facts in _budgets(s):
+                    learned = facts.get(f"learned_{dim}")
+                    if isinstance(learned, dict) and learned.get("remaining") is not None:
+                        remaining = float(learned["remaining"])
+                        if tightest is None or remaining < tightest[0]:
+                            tightest = (remaining, learned.get("limit"))
+                row[f"remaining_{dim}"] = None if tightest is None else tightest[0]
+                row[f"limit_{dim}"] = None if tightest is None else tightest[1]
             keys.append(row)
     return {
         "time": round(time.time(), 3),
@@ -139,3 +143,10 @@ def dashboard_data(
         "keys": keys,
         "history": list(history.samples),
     }
+
+
+def _budgets(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    models = stats.get("models")
+    if isinstance(models, dict) and models:
+        return [facts for facts in models.values() if isinstance(facts, dict)]
+    return [stats]

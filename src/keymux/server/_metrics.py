@@ -205,25 +205,29 @@ class _KeyCollector:
             "1 for the key's state (active, cooling, parked, disabled), 0 for the others",
             labels=[*labels, "state"],
         )
+        per_model = [*labels, "model"]
         remaining_requests = gauge(
             "keymux_remaining_requests",
-            "Requests left in the key's window, as learned from the provider's headers",
-            labels=labels,
+            "Requests left in the window of the key's budget for a model (or model class), as "
+            "learned from the provider's headers",
+            labels=per_model,
         )
         remaining_tokens = gauge(
             "keymux_remaining_tokens",
-            "Tokens left in the key's window, as learned from the provider's headers",
-            labels=labels,
+            "Tokens left in the window of the key's budget for a model, as learned from the "
+            "provider's headers",
+            labels=per_model,
         )
         limit_requests = gauge(
             "keymux_limit_requests",
-            "The key's request limit per window, as learned from the provider's headers",
-            labels=labels,
+            "The key's request limit per window for a model, as learned from the provider's "
+            "headers",
+            labels=per_model,
         )
         limit_tokens = gauge(
             "keymux_limit_tokens",
-            "The key's token limit per window, as learned from the provider's headers",
-            labels=labels,
+            "The key's token limit per window for a model, as learned from the provider's headers",
+            labels=per_model,
         )
         successes = counter("keymux_key_successes", "Answers the key completed", labels=labels)
         failures = counter("keymux_key_failures", "Attempts that failed on the key", labels=labels)
@@ -245,16 +249,17 @@ class _KeyCollector:
                 status = s.get("status", "active")
                 for each in KEY_STATES:
                     state.add_metric([*key, each], 1.0 if status == each else 0.0)
-                for dim, remaining, limit in (
-                    ("requests", remaining_requests, limit_requests),
-                    ("tokens", remaining_tokens, limit_tokens),
-                ):
-                    learned = s.get(f"learned_{dim}")
-                    if isinstance(learned, dict):
-                        if learned.get("remaining") is not None:
-                            remaining.add_metric(key, float(learned["remaining"]))
-                        if learned.get("limit") is not None:
-                            limit.add_metric(key, float(learned["limit"]))
+                for model, facts in _budgets(s):
+                    for dim, remaining, limit in (
+                        ("requests", remaining_requests, limit_requests),
+                        ("tokens", remaining_tokens, limit_tokens),
+                    ):
+                        learned = facts.get(f"learned_{dim}")
+                        if isinstance(learned, dict):
+                            if learned.get("remaining") is not None:
+                                remaining.add_metric([*key, model], float(learned["remaining"]))
+                            if learned.get("limit") is not None:
+                                limit.add_metric([*key, model], float(learned["limit"]))
                 successes.add_metric(key, s.get("successes", 0))
                 failures.add_metric(key, s.get("failures", 0))
                 retries.add_metric(key, s.get("retries", 0))
@@ -276,3 +281,12 @@ class _KeyCollector:
             limited,
             tokens,
         )
+
+
+def _budgets(stats: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(model, facts) of each budget a key keeps: one per model (or model class) it served
+    (``stats["models"]``); a key's top-level facts when there is no per-model breakdown."""
+    models = stats.get("models")
+    if isinstance(models, dict) and models:
+        return [(str(m), f) for m, f in models.items() if isinstance(f, dict)]
+    return [("", stats)]
