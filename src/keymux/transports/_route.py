@@ -20,7 +20,7 @@ from .._core import Core, Head
 from .._errors import ConnectionError, KeymuxError, RequestTimeoutError
 from .._forward import prepare_forward
 from .._gateway import Gateway
-from .._lane import Lane, Request
+from .._lane import Request
 from .._sync import Runtime
 from ._answer import Answer, answer_of, attempt_timeout, is_event_stream, refusal
 
@@ -113,22 +113,8 @@ async def open_exchange(
             return answer_of(head, None, secret), forward
         body = await forward.__anext__()  # the whole body, in one piece
         assert isinstance(body, bytes)
-        if head.error is None and lane is not None:
-            _even_out_release(lane)
     except BaseException:
         await forward.aclose()
         raise
     await forward.aclose()
     return answer_of(head, body, secret), None
-
-
-def _even_out_release(lane: Lane) -> None:
-    """WORKAROUND (remove when ``Core.forward`` releases once): on its path for a plain 2xx
-    answer, ``Core.forward`` frees the key's slot before yielding the head, and again in its
-    ``finally`` (``finished`` is set), so the key's ``in_flight`` goes below zero and its
-    concurrency limit stops holding. Taking the slot back here, just before the forward is
-    closed (no await in between: nothing else runs on the loop meanwhile), makes the second
-    release even it out. ``test_sdk.py::test_plain_answers_keep_the_concurrency_limit`` fails
-    if either side changes."""
-    lane.in_flight += 1
-    lane.budget.in_flight += 1
