@@ -1,4 +1,4 @@
-"""The ``keymux`` command: demo, check, keys, emulate.
+"""The ``keymux`` command: demo, check, keys, emulate, serve.
 
 Mistakes on the command line (a bad flag value, an unreadable ``--env-file``, a port in use)
 end in one line on stderr naming the problem and what to do, and exit status 2.
@@ -179,6 +179,10 @@ def _parser() -> argparse.ArgumentParser:
         help="register a key (repeatable); without any, every key is accepted",
     )
     emulate.add_argument("--seed", type=int, default=0)
+
+    from ._serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -242,6 +246,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from ._keys import keys
 
         return keys(console, dotenv_path=dotenv_path(args.env_file))
+    if args.command == "serve":
+        from ._serve import serve
+
+        return serve(args)
     from ._emulate import emulate
 
     return emulate(console, args)
