@@ -288,7 +288,7 @@ class Core:
                 raise
             else:
                 status = exchange.status
-                self._observe(lane, exchange)
+                self._observe(lane, exchange, c)
                 if 200 <= status < 300:
                     return lane, exchange
                 try:
@@ -307,11 +307,12 @@ class Core:
             if delay > 0:
                 await self.clock.sleep(delay)
 
-    def _observe(self, lane: Lane, exchange: Exchange) -> None:
+    def _observe(self, lane: Lane, exchange: Exchange, c: _Call) -> None:
         snapshot = lane.adapter.rate_snapshot(exchange.headers, self.clock.wall())
-        if snapshot is not None:
-            budget = lane.budget
-            budget.observe(snapshot, self.clock.now(), max(0, budget.in_flight - 1))
+        # every answer counts (the first one ends the budget's slow start), headers or not
+        lane.budget.observe(
+            snapshot, self.clock.now(), c.req.reservation, c.sent_at, exchange.status == 429
+        )
 
     def _failed(self, c: _Call, lane: Lane, outcome: Outcome) -> float:
         """Apply the verdict on an attempt to its key, free the slot, and say how long the
@@ -368,7 +369,9 @@ class Core:
         action = decision.lane_action
         if action is LaneAction.COOL:
             if outcome.kind is Kind.RATE_LIMITED:
-                budget.on_rate_limited(now, decision.lane_delay)
+                budget.on_rate_limited(
+                    now, decision.lane_delay, req.reservation, outcome.retry_after
+                )
             else:
                 budget.cool(now, decision.lane_delay)
         elif action is LaneAction.PARK:
@@ -423,7 +426,7 @@ class Core:
         budget = lane.budget
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
-        budget.on_success()
+        budget.on_success(req.reservation)
         lane.quota_strikes = 0
         lane.fail_streak = 0
         lane.successes += 1
