@@ -700,6 +700,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--windows", type=float, default=4.0, help="windows' worth of requests per row")
     p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM row")
     p.add_argument("--quick", action="store_true", help="a few seconds: a small subset")
+    p.add_argument("--progress", action="store_true", help="print each row as it finishes")
     p.add_argument("--json-out", default=None, help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
@@ -739,7 +740,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         for scenario in scenarios:
-            rows = [run_row(emu, plan, args) for plan in scenario.rows]
+            rows = []
+            for plan in scenario.rows:
+                row = run_row(emu, plan, args)
+                rows.append(row)
+                if args.progress:
+                    print("  ".join(("done:", *cells(row))), flush=True)
             everything += rows
             print(render(scenario, rows), flush=True)
             results[scenario.name] = [
