@@ -1,35 +1,43 @@
-"""Goodput benchmark: K keys, each allowed R requests per window, M requests at concurrency C.
+"""Goodput benchmark: the pacer against the emulator's three rate models, as a matrix.
 
-The emulator (``keymux emulate``) runs in a subprocess on 127.0.0.1, so the client CPU measured
-here (``time.process_time()`` of this process, every thread) is the client's alone. Each row gets
-fresh emulator keys (registered through ``POST /_emulator/keys``), so no row inherits a window
-another row half spent; the emulator's counters are zeroed (``POST /_emulator/reset``) before a
-row and read (``GET /_emulator/stats``) after it.
+Every row: 4 keys, each allowed 20 requests per 1 s window (the emulator's ``--window``), fresh
+keys registered for the row through ``POST /_emulator/keys`` with the row's ``rate_model`` and
+``latency``, and as many callers as the keys have slots (keys x per-key concurrency), so the
+concurrency, not the callers, is what bounds a row. The matrix is
 
-Rows: keymux async (``acall``) per strategy, keymux sync (``client(...)`` from C threads), a naive
-round-robin baseline (aiohttp, rotate keys, on 429 sleep ``retry-after`` and retry on the next
-key), and LiteLLM's Router when ``litellm`` is importable (the optional ``bench`` extra).
+    rate model {sliding, token-bucket, fixed} x per-key concurrency {1, 5, 16, 32}
+    x latency {10-30 ms, 100-300 ms, 1 s} x {async, sync}
+    x dialect {openai, groq, claude, gemini with rpm, gemini without}
 
-Scenarios:
+* openai / claude: limits learned from the headers only (``x-ratelimit-*``,
+  ``anthropic-ratelimit-*``);
+* groq: the request headers describe the day (``rpd`` 1,000,000) and the tokens the window
+  (``tpm`` 1,000,000): the per-window request limit is unreported;
+* gemini with rpm: keymux is told ``rpm = 20 x 60`` (paced evenly); gemini without: nothing is
+  told and Gemini sends no rate-limit headers.
 
-* ``configured``: keymux is told each key's budget (``rpm = R * 60 / window``: keymux's rpm is
-  per minute and paced evenly, so that is exactly R per window);
-* ``learned``: keymux is told nothing and learns the limits from the response headers
-  (OpenAI's ``x-ratelimit-{limit,remaining,reset}-requests``, on every answer);
-* ``mixed``: one key has 4R per window, the others R (configured and learned).
+Each row prints goodput (answered requests / wall seconds / (4 x 20 per s); a pacer can exceed
+1.0, the first window's budget is there at time zero), 429s served (count and share of the
+requests), failed, client CPU ms per request (``time.process_time()`` of this process, every
+thread; the emulator runs in a subprocess), and whether the concurrency allows the capacity
+(``keys x concurrency / mean latency >= 1.2 x the limit``): such a row PASSes with goodput >=
+0.97, 429s <= 1% and no failure; the others only report ("info"). Requests per row:
+``--windows`` (default 4) windows' worth at what the row can reach (``min(capacity, keys x
+concurrency / latency)``), at least 16. Rows of one process run one at a time; ``--modes``
+and the other filters split the matrix, e.g. into an async and a sync process run side by
+side (each its own emulator), which halves the wall time on 2 cores at some cost to the CPU
+column's precision (CPU is per process, so the other run is not counted in it).
 
-Goodput ratio = successful requests / elapsed seconds / (sum of the keys' R / window). A perfect
-pacer can exceed 1.0: the first window's budget is there at time zero.
+Two more scenarios: ``models`` (two models with different limits on the same keys: gpt-4o-mini
+20 and gpt-4o 10 per window, requests alternating) and ``reference`` (the naive round-robin
+baseline and LiteLLM's Router, when importable, at 5 per key and 10-30 ms).
 
-Targets (from the issue): goodput >= 0.95, 429s served <= 2% of requests, zero failures.
-
-    python benchmarks/goodput.py              # full run (about 2-3 minutes)
+    python benchmarks/goodput.py              # the full matrix (about 25 minutes)
     python benchmarks/goodput.py --quick      # a few seconds, for the smoke test
-    python benchmarks/goodput.py --scenarios configured --rows "keymux async"
+    python benchmarks/goodput.py --models sliding --dialects openai gemini --modes async
 
 LiteLLM is never installed into keymux's own environment; to get its row, run this script from a
 separate venv (``python3 -m venv /tmp/benchvenv && /tmp/benchvenv/bin/pip install -e . litellm``).
-Its first call (lazy imports, client setup) is made on an unlimited key before the clock starts.
 
 The exit status is 0 whether or not the targets are met (1 only if the emulator would not start).
 """
@@ -57,15 +65,34 @@ from _common import EmulatorProcess as _Emulator
 
 from keymux import KeymuxError, Multiplexer
 
-MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hi."}]
 MAX_TOKENS = 8
+KEYS = 4
+LIMIT = 20  # requests per window per key
+WINDOW = 1.0
 
-TARGET_GOODPUT = 0.95
-TARGET_429_SHARE = 0.02
+TARGET_GOODPUT = 0.97
+TARGET_429_SHARE = 0.01
+ALLOWS = 1.2  # keys x concurrency / latency >= this x the limit: the row is held to the targets
 
-#: row kinds, in the order they print
-KEYMUX_STRATEGIES = ("round-robin", "least-loaded", "rate-aware")
+RATE_MODELS = ("sliding", "token-bucket", "fixed")
+CONCURRENCY = (1, 5, 16, 32)
+LATENCIES = {"10-30ms": (0.010, 0.030), "100-300ms": (0.100, 0.300), "1s": (1.0, 1.0)}
+MODES = ("async", "sync")
+DIALECTS = ("openai", "groq", "claude", "gemini+rpm", "gemini")
+#: dialect -> (provider, model, emulator limits, rpm keymux is told)
+PLANS: dict[str, tuple[str, str, dict[str, Any], bool]] = {
+    "openai": ("openai", "gpt-4o-mini", {"rpm": LIMIT}, False),
+    "groq": (
+        "groq",
+        "llama-3.1-8b-instant",
+        {"rpm": LIMIT, "rpd": 1_000_000, "tpm": 1_000_000},
+        False,
+    ),
+    "claude": ("claude", "claude-sonnet-4-5", {"rpm": LIMIT}, False),
+    "gemini+rpm": ("gemini", "gemini-2.5-flash", {"rpm": LIMIT}, True),
+    "gemini": ("gemini", "gemini-2.5-flash", {"rpm": LIMIT}, False),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,25 +106,11 @@ class EmulatorProcess(_Emulator):
     #: a registered key keeps the emulator from accepting any key (a typo would be unlimited)
     SENTINEL = "sk-bench-sentinel-0000"
 
-    def __init__(self, *, window: float, latency: float) -> None:
-        super().__init__(
-            "--window",
-            repr(window),
-            "--latency",
-            repr(latency),
-            "--key",
-            f"openai:{self.SENTINEL}",
-        )
+    def __init__(self, *, window: float) -> None:
+        super().__init__("--window", repr(window), "--key", f"openai:{self.SENTINEL}")
         self._serial = itertools.count(1)
         # loopback only, never through a proxy from the environment
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    @property
-    def openai_base(self) -> str:
-        return self.base_url("openai")
-
-    def _get(self, path: str, timeout: float = 5.0) -> Any:
-        return self.get(path, timeout=timeout)
 
     def _post(self, path: str, data: Any) -> Any:
         req = urllib.request.Request(
@@ -109,15 +122,32 @@ class EmulatorProcess(_Emulator):
         with self._opener.open(req, timeout=5) as resp:
             return json.loads(resp.read())
 
-    def fresh_keys(self, limits: Sequence[int]) -> list[str]:
-        """Register one new key per limit (R per window) and return their secrets."""
+    def fresh_keys(
+        self,
+        provider: str,
+        n: int,
+        *,
+        limits: dict[str, Any],
+        rate_model: str,
+        latency: tuple[float, float],
+        models: dict[str, dict[str, int]] | None = None,
+    ) -> list[str]:
+        """Register ``n`` new keys for one row and return their secrets."""
         serial = next(self._serial)
-        keys = [f"sk-bench-{serial:03d}-{i:02d}-{'x' * 24}" for i in range(len(limits))]
+        keys = [f"sk-bench-{serial:04d}-{i:02d}-{'x' * 24}" for i in range(n)]
         self._post(
             "/_emulator/keys",
             [
-                {"provider": "openai", "key": key, "rpm": int(limit), "label": f"r{serial}k{i}"}
-                for i, (key, limit) in enumerate(zip(keys, limits, strict=True))
+                {
+                    "provider": provider,
+                    "key": key,
+                    "label": f"r{serial}k{i}",
+                    "rate_model": rate_model,
+                    "latency": list(latency),
+                    "models": models or {},
+                    **limits,
+                }
+                for i, key in enumerate(keys)
             ],
         )
         return keys
@@ -126,7 +156,7 @@ class EmulatorProcess(_Emulator):
         self._post("/_emulator/reset", {})
 
     def totals(self) -> dict[str, Any]:
-        return dict(self._get("/_emulator/stats")["total"])
+        return dict(self.get("/_emulator/stats")["total"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,18 +168,15 @@ class EmulatorProcess(_Emulator):
 class Spec:
     """What a row runs against."""
 
+    provider: str
     base_url: str
     keys: list[str]
-    limits: list[int]  # requests per window, per key
-    window: float
-    configured: bool  # tell the client the limits (keymux rpm=)
+    models: list[str]  # requests cycle through these
+    capacity: float  # requests per second the keys allow together
+    rpm: float | None  # told to keymux per key
     requests: int
-    concurrency: int
-
-    @property
-    def capacity(self) -> float:
-        """Requests per second the keys allow together."""
-        return sum(self.limits) / self.window
+    concurrency: int  # per key
+    callers: int
 
 
 @dataclass
@@ -173,8 +200,10 @@ class Row:
     served_429: int = 0
     requests: int = 0
     capacity: float = 0.0
+    allows: bool = True
     reference: bool = False  # a baseline, not keymux: no verdict
     note: str = ""
+    cells: dict[str, str] = field(default_factory=dict)
 
     @property
     def goodput(self) -> float:
@@ -182,6 +211,10 @@ class Row:
         if o is None or o.wall <= 0 or self.capacity <= 0:
             return 0.0
         return o.ok / o.wall / self.capacity
+
+    @property
+    def share(self) -> float:
+        return self.served_429 / self.requests if self.requests else 0.0
 
     def verdict(self) -> str:
         o = self.outcome
@@ -194,9 +227,11 @@ class Row:
             misses.append("429s")
         if o.failed:
             misses.append("failures")
-        if not misses:
-            return "PASS" + (" (ref)" if self.reference else "")
-        return ("MISS " if not self.reference else "(ref) miss ") + ",".join(misses)
+        if self.reference:
+            return "(ref) " + (",".join(misses) if misses else "meets targets")
+        if not self.allows:
+            return "info"
+        return "PASS" if not misses else "MISS " + ",".join(misses)
 
 
 class _Counter:
@@ -214,77 +249,11 @@ class _Counter:
             return True
 
 
-def _mux() -> Multiplexer:
-    # the defaults a user gets (5 in flight per key, 5 retries, 1 s first backoff)
-    return Multiplexer(seed=1)
-
-
-def _add_keys(mux: Multiplexer, spec: Spec) -> None:
-    for i, (key, limit) in enumerate(zip(spec.keys, spec.limits, strict=True)):
-        rpm = limit * 60.0 / spec.window if spec.configured else None
-        mux.add_openai_key(f"key{i}", key, base_url=spec.base_url, rpm=rpm)
-
-
-async def keymux_async(spec: Spec, strategy: str) -> Outcome:
-    out = Outcome()
-    mux = _mux()
-    async with mux:
-        _add_keys(mux, spec)
-        client = mux.get_openai_client(strategy=strategy)
-        counter = _Counter(spec.requests)
-
-        async def worker() -> None:
-            while counter.take():
-                try:
-                    await client.acall(
-                        "chat", messages=MESSAGES, model=MODEL, max_tokens=MAX_TOKENS
-                    )
-                    out.ok += 1
-                except KeymuxError as exc:
-                    out.fail(exc)
-
-        c0, t0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
-        out.wall = time.perf_counter() - t0
-        out.cpu = time.process_time() - c0
-    return out
-
-
-def keymux_sync(spec: Spec, strategy: str) -> Outcome:
-    out = Outcome()
-    lock = threading.Lock()
-    with _mux() as mux:
-        _add_keys(mux, spec)
-        client = mux.get_openai_client(strategy=strategy)
-        counter = _Counter(spec.requests)
-
-        def worker() -> None:
-            while counter.take():
-                try:
-                    client("chat", messages=MESSAGES, model=MODEL, max_tokens=MAX_TOKENS)
-                    with lock:
-                        out.ok += 1
-                except KeymuxError as exc:
-                    with lock:
-                        out.fail(exc)
-
-        with ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
-            # start the threads (and keymux's loop thread) before the clock starts
-            list(pool.map(lambda _: None, range(spec.concurrency)))
-            c0, t0 = time.process_time(), time.perf_counter()
-            futures = [pool.submit(worker) for _ in range(spec.concurrency)]
-            for f in futures:
-                f.result()
-            out.wall = time.perf_counter() - t0
-            out.cpu = time.process_time() - c0
-    return out
-
-
 async def naive_round_robin(spec: Spec, max_attempts: int = 20) -> Outcome:
     """What people write first: rotate keys; on 429 sleep retry-after, retry on the next key."""
     out = Outcome()
     url = spec.base_url + "/chat/completions"
-    body = json.dumps({"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}).encode()
+    body = json.dumps({"model": REF_MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}).encode()
     rotation = itertools.count()
     keys = spec.keys
     connector = aiohttp.TCPConnector(limit=0)
@@ -318,7 +287,7 @@ async def naive_round_robin(spec: Spec, max_attempts: int = 20) -> Outcome:
                     out.fail(exc)
 
         c0, t0 = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+        await asyncio.gather(*(worker() for _ in range(spec.callers)))
         out.wall = time.perf_counter() - t0
         out.cpu = time.process_time() - c0
     return out
@@ -348,14 +317,14 @@ async def litellm_router(spec: Spec, routing_strategy: str = "simple-shuffle") -
 
     out = Outcome()
     model_list = []
-    for key, limit in zip(spec.keys, spec.limits, strict=True):
+    for key in spec.keys:
         params: dict[str, Any] = {
-            "model": f"openai/{MODEL}",
+            "model": f"openai/{REF_MODEL}",
             "api_base": spec.base_url,
             "api_key": key,
         }
-        if spec.configured:
-            params["rpm"] = int(limit * 60 / spec.window)
+        if spec.rpm:
+            params["rpm"] = int(spec.rpm)
         model_list.append({"model_name": "bench", "litellm_params": params})
     # warm up on the emulator's unlimited sentinel key: LiteLLM imports provider code and
     # builds its HTTP clients on the first call, which should not count against its row
@@ -364,7 +333,7 @@ async def litellm_router(spec: Spec, routing_strategy: str = "simple-shuffle") -
             {
                 "model_name": "warm",
                 "litellm_params": {
-                    "model": f"openai/{MODEL}",
+                    "model": f"openai/{REF_MODEL}",
                     "api_base": spec.base_url,
                     "api_key": EmulatorProcess.SENTINEL,
                 },
@@ -389,7 +358,7 @@ async def litellm_router(spec: Spec, routing_strategy: str = "simple-shuffle") -
                 out.fail(exc)
 
     c0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+    await asyncio.gather(*(worker() for _ in range(spec.callers)))
     out.wall = time.perf_counter() - t0
     out.cpu = time.process_time() - c0
     with contextlib.suppress(Exception):
@@ -397,106 +366,253 @@ async def litellm_router(spec: Spec, routing_strategy: str = "simple-shuffle") -
     return out
 
 
+def _mux(concurrency: int) -> Multiplexer:
+    # the defaults a user gets (5 retries, 1 s first backoff), with the row's per-key slots
+    return Multiplexer(seed=1, max_concurrent_requests=concurrency, queue_size=1000)
+
+
+def _add_keys(mux: Multiplexer, spec: Spec) -> None:
+    add = getattr(mux, f"add_{spec.provider}_key")
+    for i, key in enumerate(spec.keys):
+        add(f"key{i}", key, base_url=spec.base_url, rpm=spec.rpm)
+
+
+async def keymux_async(spec: Spec) -> Outcome:
+    out = Outcome()
+    mux = _mux(spec.concurrency)
+    async with mux:
+        _add_keys(mux, spec)
+        client = getattr(mux, f"get_{spec.provider}_client")(strategy="rate-aware")
+        counter = _Counter(spec.requests)
+        turn = itertools.count()
+
+        async def worker() -> None:
+            while counter.take():
+                model = spec.models[next(turn) % len(spec.models)]
+                try:
+                    await client.acall(
+                        "chat", messages=MESSAGES, model=model, max_tokens=MAX_TOKENS
+                    )
+                    out.ok += 1
+                except KeymuxError as exc:
+                    out.fail(exc)
+
+        c0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(spec.callers)))
+        out.wall = time.perf_counter() - t0
+        out.cpu = time.process_time() - c0
+    return out
+
+
+def keymux_sync(spec: Spec) -> Outcome:
+    out = Outcome()
+    lock = threading.Lock()
+    with _mux(spec.concurrency) as mux:
+        _add_keys(mux, spec)
+        client = getattr(mux, f"get_{spec.provider}_client")(strategy="rate-aware")
+        counter = _Counter(spec.requests)
+        turn = itertools.count()
+
+        def worker() -> None:
+            while counter.take():
+                with lock:
+                    model = spec.models[next(turn) % len(spec.models)]
+                try:
+                    client("chat", messages=MESSAGES, model=model, max_tokens=MAX_TOKENS)
+                    with lock:
+                        out.ok += 1
+                except KeymuxError as exc:
+                    with lock:
+                        out.fail(exc)
+
+        with ThreadPoolExecutor(max_workers=spec.callers) as pool:
+            # start the threads (and keymux's loop thread) before the clock starts
+            list(pool.map(lambda _: None, range(spec.callers)))
+            c0, t0 = time.process_time(), time.perf_counter()
+            futures = [pool.submit(worker) for _ in range(spec.callers)]
+            for f in futures:
+                f.result()
+            out.wall = time.perf_counter() - t0
+            out.cpu = time.process_time() - c0
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # scenarios
 # --------------------------------------------------------------------------------------------
+
+REF_MODEL = "gpt-4o-mini"
 
 
 @dataclass
 class RowPlan:
     label: str
     kind: str  # "async" | "sync" | "naive" | "litellm"
-    strategy: str = ""
-    configured: bool = True
+    dialect: str
+    rate_model: str
+    concurrency: int
+    latency: tuple[float, float]
+    two_models: bool = False
+
+    def reach(self) -> float:
+        """Requests per second the keys' slots allow at the mean latency."""
+        mean = sum(self.latency) / 2 + 0.001
+        return KEYS * self.concurrency / mean
+
+    def capacity(self) -> float:
+        return KEYS * LIMIT * (1.5 if self.two_models else 1.0) / WINDOW
 
 
 @dataclass
 class Scenario:
     name: str
     title: str
-    limits: list[int]
     rows: list[RowPlan]
 
 
+def _label(dialect: str, model: str, conc: int, lat: str, mode: str) -> str:
+    return f"{model} c={conc} {lat} {mode} {dialect}"
+
+
 def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
-    k, r = args.keys, args.rpw
-    sync_strats = args.sync_strategies
-    async_strats = args.strategies
-
-    def keymux_rows(configured: bool, asyncs: Sequence[str], syncs: Sequence[str]) -> list[RowPlan]:
-        tag = "configured" if configured else "learned"
-        rows = [RowPlan(f"keymux async {s} ({tag})", "async", s, configured) for s in asyncs]
-        rows += [RowPlan(f"keymux sync {s} ({tag})", "sync", s, configured) for s in syncs]
-        return rows
-
-    refs = [RowPlan("naive round-robin + retry-after", "naive")]
-    if not args.no_litellm:
-        refs += [
-            RowPlan(f"LiteLLM Router {s}", "litellm", s, s != "simple-shuffle")
-            for s in args.litellm_strategies
+    out: list[Scenario] = []
+    matrix = []
+    for model in args.models:
+        for conc in args.concurrency:
+            for lat in args.latencies:
+                for mode in args.modes:
+                    for dialect in args.dialects:
+                        matrix.append(
+                            RowPlan(
+                                _label(dialect, model, conc, lat, mode),
+                                mode,
+                                dialect,
+                                model,
+                                conc,
+                                LATENCIES[lat],
+                            )
+                        )
+    if matrix:
+        out.append(
+            Scenario(
+                "matrix",
+                f"{KEYS} keys x {LIMIT} requests per {WINDOW:g} s window, limits per row as the "
+                "dialect reports them",
+                matrix,
+            )
+        )
+    if "models" in args.scenarios:
+        out.append(
+            Scenario(
+                "models",
+                f"two models on the same {KEYS} keys: gpt-4o-mini {LIMIT} and gpt-4o "
+                f"{LIMIT // 2} per window (learned), requests alternating",
+                [
+                    RowPlan(
+                        f"{m} c=5 10-30ms {mode} openai two models",
+                        mode,
+                        "openai",
+                        m,
+                        5,
+                        LATENCIES["10-30ms"],
+                        two_models=True,
+                    )
+                    for m in args.models[:1]
+                    for mode in args.modes
+                ],
+            )
+        )
+    if "reference" in args.scenarios:
+        refs = [
+            RowPlan(
+                "naive round-robin + retry-after",
+                "naive",
+                "openai",
+                "sliding",
+                5,
+                LATENCIES["10-30ms"],
+            )
         ]
-    out = [
-        Scenario(
-            "configured",
-            f"limits configured: {k} keys x {r} requests per {args.window:g} s window",
-            [r] * k,
-            keymux_rows(True, async_strats, sync_strats) + refs,
-        ),
-        Scenario(
-            "learned",
-            f"limits learned from headers only: {k} keys x {r} requests per {args.window:g} s",
-            [r] * k,
-            keymux_rows(False, async_strats, sync_strats),
-        ),
-        Scenario(
-            "mixed",
-            f"mixed limits: 1 key x {4 * r} + {k - 1} keys x {r} requests per {args.window:g} s",
-            [4 * r] + [r] * (k - 1),
-            keymux_rows(True, ["rate-aware"], [])
-            + keymux_rows(False, [s for s in async_strats if s != "least-loaded"], [])
-            + refs[:1],
-        ),
-    ]
-    wanted = set(args.scenarios)
-    unknown = wanted - {s.name for s in out}
-    if unknown:
-        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    chosen = [s for s in out if s.name in wanted]
-    if args.rows:
-        for s in chosen:
-            s.rows = [p for p in s.rows if any(f in p.label for f in args.rows)]
-    return chosen
+        if not args.no_litellm:
+            refs.append(
+                RowPlan(
+                    "LiteLLM Router simple-shuffle",
+                    "litellm",
+                    "openai",
+                    "sliding",
+                    5,
+                    LATENCIES["10-30ms"],
+                )
+            )
+        refs.append(
+            RowPlan(
+                "keymux async (same scenario)",
+                "async",
+                "openai",
+                "sliding",
+                5,
+                LATENCIES["10-30ms"],
+            )
+        )
+        out.append(Scenario("reference", "baselines: sliding, 5 per key, 10-30 ms, openai", refs))
+    return out
 
 
-def run_row(
-    emu: EmulatorProcess, scenario: Scenario, plan: RowPlan, args: argparse.Namespace
-) -> Row:
-    keys = emu.fresh_keys(scenario.limits)
-    spec = Spec(
-        base_url=emu.openai_base,
-        keys=keys,
-        limits=scenario.limits,
-        window=args.window,
-        configured=plan.configured,
-        requests=args.requests,
-        concurrency=args.concurrency,
+def requests_for(plan: RowPlan, args: argparse.Namespace) -> int:
+    if args.requests is not None:
+        return int(args.requests)
+    rate = min(plan.capacity(), plan.reach())
+    return max(16, round(args.windows * WINDOW * rate))
+
+
+def run_row(emu: EmulatorProcess, plan: RowPlan, args: argparse.Namespace) -> Row:
+    provider, model, limits, told = PLANS[plan.dialect]
+    models: dict[str, dict[str, int]] | None = None
+    names = [model]
+    if plan.two_models:
+        models = {"gpt-4o": {"rpm": LIMIT // 2}}
+        names = [model, "gpt-4o"]
+    keys = emu.fresh_keys(
+        provider,
+        KEYS,
+        limits=limits,
+        rate_model=plan.rate_model,
+        latency=plan.latency,
+        models=models,
     )
-    row = Row(plan.label, None, requests=spec.requests, capacity=spec.capacity)
+    spec = Spec(
+        provider=provider,
+        base_url=emu.base_url(provider),
+        keys=keys,
+        models=names,
+        capacity=plan.capacity(),
+        rpm=LIMIT * 60.0 / WINDOW if told else None,
+        requests=requests_for(plan, args),
+        concurrency=plan.concurrency,
+        callers=KEYS * plan.concurrency,
+    )
+    row = Row(
+        plan.label,
+        None,
+        requests=spec.requests,
+        capacity=spec.capacity,
+        allows=plan.reach() >= ALLOWS * plan.capacity(),
+    )
     if plan.kind == "litellm" and not litellm_available():
         row.note = "litellm is not importable (pip install 'keymux[bench]' in a separate venv)"
         row.reference = True
         return row
     emu.reset()
     if plan.kind == "async":
-        row.outcome = asyncio.run(keymux_async(spec, plan.strategy))
+        row.outcome = asyncio.run(keymux_async(spec))
     elif plan.kind == "sync":
-        row.outcome = keymux_sync(spec, plan.strategy)
+        row.outcome = keymux_sync(spec)
     elif plan.kind == "naive":
         row.reference = True
         row.outcome = asyncio.run(naive_round_robin(spec))
     elif plan.kind == "litellm":
         row.reference = True
-        row.outcome = asyncio.run(litellm_router(spec, plan.strategy))
+        row.outcome = asyncio.run(litellm_router(spec))
     else:  # pragma: no cover
         raise ValueError(plan.kind)
     totals = emu.totals()
@@ -510,47 +626,53 @@ def run_row(
 # printing
 # --------------------------------------------------------------------------------------------
 
-HEADERS = ("row", "goodput", "ok", "429s served", "failed", "CPU ms/req", "wall s", "verdict")
+HEADERS = ("row", "goodput", "ok", "429s", "failed", "CPU ms/req", "allows", "verdict")
 
 
-def render(scenario: Scenario, rows: Sequence[Row], args: argparse.Namespace) -> str:
-    cap = sum(scenario.limits) / args.window
-    lines = [
-        "",
-        f"== {scenario.name}: {scenario.title}; {args.requests} requests at concurrency "
-        f"{args.concurrency}; capacity {cap:g} req/s ==",
-    ]
-    table: list[tuple[str, ...]] = [HEADERS]
-    for row in rows:
-        o = row.outcome
-        if o is None:
-            table.append((row.label, "-", "-", "-", "-", "-", "-", "skipped"))
-            continue
-        share = 100.0 * row.served_429 / row.requests if row.requests else 0.0
-        table.append(
-            (
-                row.label,
-                f"{row.goodput:.3f}",
-                str(o.ok),
-                f"{row.served_429} ({share:.1f}%)",
-                str(o.failed),
-                f"{1000.0 * o.cpu / row.requests:.3f}" if row.requests else "-",
-                f"{o.wall:.2f}",
-                row.verdict(),
-            )
-        )
+def cells(row: Row) -> tuple[str, ...]:
+    o = row.outcome
+    if o is None:
+        return (row.label, "-", "-", "-", "-", "-", "-", "skipped")
+    return (
+        row.label,
+        f"{row.goodput:.3f}",
+        str(o.ok),
+        f"{row.served_429} ({100 * row.share:.1f}%)",
+        str(o.failed),
+        f"{1000.0 * o.cpu / row.requests:.3f}" if row.requests else "-",
+        "yes" if row.allows else "no",
+        row.verdict(),
+    )
+
+
+def render(scenario: Scenario, rows: Sequence[Row]) -> str:
+    lines = ["", f"== {scenario.name}: {scenario.title} =="]
+    table: list[tuple[str, ...]] = [HEADERS] + [cells(r) for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
     for n, r in enumerate(table):
-        cells = [r[0].ljust(widths[0])] + [
+        out = [r[0].ljust(widths[0])] + [
             r[i].rjust(widths[i]) if i < len(HEADERS) - 1 else r[i].ljust(widths[i])
             for i in range(1, len(HEADERS))
         ]
-        lines.append("  ".join(cells).rstrip())
+        lines.append("  ".join(out).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         if row.note:
             lines.append(f"  note: {row.label}: {row.note}")
+    return "\n".join(lines)
+
+
+def summary(rows: Sequence[Row]) -> str:
+    held = [r for r in rows if r.allows and not r.reference and r.outcome is not None]
+    passed = [r for r in held if r.verdict() == "PASS"]
+    lines = [f"\nrows the concurrency allows: {len(held)}, PASS {len(passed)}"]
+    for r in held:
+        if r.verdict() != "PASS":
+            lines.append(
+                f"  MISS {r.label}: goodput {r.goodput:.3f}, 429s {r.served_429} "
+                f"({100 * r.share:.1f}%), failed {r.outcome.failed if r.outcome else '-'}"
+            )
     return "\n".join(lines)
 
 
@@ -561,50 +683,39 @@ def render(scenario: Scenario, rows: Sequence[Row], args: argparse.Namespace) ->
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--keys", type=int, default=4, help="K keys (default 4)")
-    p.add_argument("--rpw", type=int, default=20, help="R requests per window per key (20)")
-    p.add_argument("--window", type=float, default=1.0, help="window seconds (1.0)")
-    p.add_argument("--requests", type=int, default=None, help="M requests per row (800)")
-    p.add_argument("--concurrency", type=int, default=64, help="C callers at once (64)")
-    p.add_argument("--latency", type=float, default=0.015, help="emulator latency s (0.015)")
+    p.add_argument("--models", nargs="+", default=list(RATE_MODELS), help="rate models")
+    p.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
+    p.add_argument("--latencies", nargs="+", default=list(LATENCIES), help=" ".join(LATENCIES))
+    p.add_argument("--modes", nargs="+", default=list(MODES), help="async sync")
+    p.add_argument("--dialects", nargs="+", default=list(DIALECTS), help=" ".join(DIALECTS))
     p.add_argument(
         "--scenarios",
-        nargs="+",
-        default=["configured", "learned", "mixed"],
-        help="configured learned mixed",
-    )
-    p.add_argument(
-        "--strategies",
-        nargs="+",
-        default=list(KEYMUX_STRATEGIES),
-        help="keymux strategies for the async rows",
-    )
-    p.add_argument(
-        "--sync-strategies",
         nargs="*",
-        default=["rate-aware"],
-        help="keymux strategies for the sync rows (default rate-aware)",
+        default=["models", "reference"],
+        help="besides the matrix: models reference",
     )
-    p.add_argument("--rows", nargs="+", default=None, help="only rows whose label contains one")
-    p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM rows")
     p.add_argument(
-        "--litellm-strategies",
-        nargs="+",
-        default=["simple-shuffle"],
-        help="LiteLLM Router routing_strategy per row (default simple-shuffle; e.g. also "
-        "usage-based-routing-v2, which is then given each key's rpm)",
+        "--requests", type=int, default=None, help="requests per row (default: 4 windows' worth)"
     )
-    p.add_argument("--quick", action="store_true", help="a few seconds: M=120, fewer rows")
+    p.add_argument("--windows", type=float, default=4.0, help="windows' worth of requests per row")
+    p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM row")
+    p.add_argument("--quick", action="store_true", help="a few seconds: a small subset")
+    p.add_argument("--progress", action="store_true", help="print each row as it finishes")
     p.add_argument("--json-out", default=None, help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.quick:
-        if args.requests is None:
-            args.requests = 120
-        args.strategies = [s for s in args.strategies if s == "rate-aware"] or args.strategies[:1]
-    if args.requests is None:
-        args.requests = 800
-    if args.keys < 2:
-        p.error("--keys must be at least 2 (the mixed scenario needs one big and one small key)")
+        args.models = ["sliding"]
+        args.concurrency = [5]
+        args.latencies = ["10-30ms"]
+        args.dialects = ["openai", "gemini"]
+        args.windows = 1.5
+        args.scenarios = ["reference"]
+    unknown = set(args.latencies) - set(LATENCIES)
+    if unknown:
+        p.error(f"unknown latencies: {', '.join(sorted(unknown))}")
+    unknown = set(args.dialects) - set(DIALECTS)
+    if unknown:
+        p.error(f"unknown dialects: {', '.join(sorted(unknown))}")
     return args
 
 
@@ -612,27 +723,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = build_scenarios(args)
     print(
-        f"keymux goodput benchmark: emulator subprocess on 127.0.0.1, latency "
-        f"{1000 * args.latency:g} ms; CPU is this process's (client only; the emulator runs "
-        "elsewhere). Targets: goodput >= 0.95, 429s <= 2% of requests, 0 failures."
+        "keymux goodput benchmark: emulator subprocess on 127.0.0.1; CPU is this process's "
+        f"(client only). Targets where the concurrency allows the capacity: goodput >= "
+        f"{TARGET_GOODPUT}, 429s <= {100 * TARGET_429_SHARE:g}% of requests, 0 failures."
     )
-    if not litellm_available():
+    if not litellm_available() and not args.no_litellm:
         print("LiteLLM: not importable here, its row is skipped (install the 'bench' extra).")
-    emu = EmulatorProcess(window=args.window, latency=args.latency)
+    emu = EmulatorProcess(window=WINDOW)
     try:
         emu.start()
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     results: dict[str, list[dict[str, Any]]] = {}
+    everything: list[Row] = []
     started = time.perf_counter()
     try:
         for scenario in scenarios:
             rows = []
             for plan in scenario.rows:
-                row = run_row(emu, scenario, plan, args)
+                row = run_row(emu, plan, args)
                 rows.append(row)
-            print(render(scenario, rows, args), flush=True)
+                if args.progress:
+                    print("  ".join(("done:", *cells(row))), flush=True)
+            everything += rows
+            print(render(scenario, rows), flush=True)
             results[scenario.name] = [
                 {
                     "row": r.label,
@@ -640,10 +755,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ok": r.outcome.ok if r.outcome else None,
                     "failed": r.outcome.failed if r.outcome else None,
                     "served_429": r.served_429,
+                    "requests": r.requests,
                     "cpu_ms_per_request": round(1000 * r.outcome.cpu / r.requests, 4)
                     if r.outcome
                     else None,
                     "wall_s": round(r.outcome.wall, 3) if r.outcome else None,
+                    "allows": r.allows,
                     "verdict": r.verdict(),
                     "note": r.note,
                 }
@@ -651,6 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
     finally:
         emu.stop()
+    print(summary(everything))
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:

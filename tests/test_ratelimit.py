@@ -13,7 +13,7 @@ import pytest
 from keymux._clock import FakeClock
 from keymux._config import KeySpec, MuxConfig
 from keymux._core import Core
-from keymux._ratelimit import DAY, Budget, Gcra, Window
+from keymux._ratelimit import DAY, Budget, Gcra
 from keymux._secret import Secret
 from keymux._types import LimitInfo, RateSnapshot
 
@@ -141,172 +141,147 @@ def test_rpd_spread_over_the_day() -> None:
 
 
 # --- learned windows --------------------------------------------------------------------------
+# (the old ``Window`` waited for the provider's full reset once it was spent, subtracted requests
+# in flight from the first answer and rolled over at the reset: that was the bug of issue "the
+# pacer must hold against real providers". A learned window is now spent by keymux's own log
+# of sends over the window length learned from the resets; ``test_pacer.py`` drives it against
+# the emulator's three rate models.)
 
 
-def test_learned_window_from_headers_and_local_spending() -> None:
+def test_the_provider_counts_what_our_log_does_not_hold_until_its_reset() -> None:
     b = Budget()
-    b.observe(requests(10, 3, 5.0), 100.0, 0)
+    b.observe(requests(10, 3, 5.0), 100.0)  # 7 used by someone else (another process)
     w = b.learned_requests
     assert w is not None
-    assert (w.limit, w.remaining, w.reset_at) == (10, 3, 105.0)
+    assert (w.limit, w.outside, w.length) == (10, 7, None)  # no send of ours: no length yet
     assert b.headroom(100.0) == pytest.approx(0.3)
     assert send_schedule(b, 3, 100.0) == [100.0, 100.0, 100.0]
-    assert w.remaining == 0
-    assert b.ready_at(100.0, 0) == 105.0
+    assert b.ready_at(100.0, 0) == 105.0  # the provider's word: whole again at 105
     assert b.exhausted_reset(100.0) == 105.0
     assert b.headroom(100.0) == 0.0
+    # at 105 the other consumer's 7 are gone; our 3 stay until a window after they went (a
+    # minute while no answer told the window's length)
+    assert w.room(105.0) == 7
+    assert send_schedule(b, 7, 105.0) == [105.0] * 7
+    assert b.ready_at(105.0, 0) == pytest.approx(160.0)
 
 
-def test_learned_window_rolls_over_at_its_reset() -> None:
+def test_own_sends_are_let_go_when_the_provider_says_so() -> None:
     b = Budget()
-    b.observe(requests(10, 0, 5.0), 100.0, 0)
-    assert b.ready_at(104.999, 0) == 105.0
-    assert b.ready_at(105.0, 0) == 105.0
+    first = b.take(100.0, 0)
+    b.observe(requests(10, 9, 1.0), 100.02, first, 100.0)  # the window is about 1 s long
     w = b.learned_requests
     assert w is not None
-    assert (w.remaining, w.reset_at) == (10, None)  # the next answer tells the new reset
-    assert b.headroom(105.0) == 1.0
-    assert b.exhausted_reset(105.0) is None
-    assert send_schedule(b, 10, 105.0) == [105.0] * 10
-    assert w.remaining == 0
+    assert w.length == pytest.approx(1.02)
+    rest = [b.take(100.02 + 0.005 * i, 0) for i in range(9)]  # 5 ms apart: one entry each
+    # the first send goes when the provider said its limit is whole, the others a window later
+    assert b.ready_at(100.07, 0) == pytest.approx(101.02)
+    # a later answer: 4 of ours counted and the window whole at 100.9 (a fixed window that
+    # rolled over, a bucket that refilled): the older of ours are gone, the rest go at 100.9
+    b.observe(requests(10, 6, 0.83), 100.07, rest[-1], 100.06)
+    assert w.log.used(100.07) == pytest.approx(4)
+    assert b.ready_at(100.07, 0) == 100.07
+    send_schedule(b, 6, 100.07)
+    assert b.ready_at(100.07, 0) == pytest.approx(100.9)
 
 
-def test_first_observation_subtracts_requests_in_flight() -> None:
+def test_a_refused_request_is_not_counted() -> None:
     b = Budget()
-    b.observe(requests(10, 6, 30.0), 0.0, 2)
+    reservations = [b.take(0.0, 0) for _ in range(3)]
+    b.observe(requests(3, 0, 1.0), 0.01, reservations[0], 0.0)
+    assert b.ready_at(0.01, 0) > 0.01
+    b.observe(requests(3, 1, 0.99), 0.011, reservations[2], 0.0, True)  # a 429: not counted
     assert b.learned_requests is not None
-    assert b.learned_requests.remaining == 4
+    assert b.learned_requests.log.used(0.011) == 2
+    assert b.ready_at(0.011, 0) == 0.011
 
 
-@pytest.mark.parametrize("reset_after", [0.0, 0.001, 0.002, -3.0])
-def test_stale_header_from_the_previous_window_is_ignored(reset_after: float) -> None:
+def test_window_length_is_learned_from_the_largest_reset_after_the_newest_send() -> None:
     b = Budget()
-    b.observe(requests(10, 0, 5.0), 100.0, 0)
-    assert b.ready_at(105.0, 0) == 105.0  # rolled over locally
-    b.take(105.0, 0)
-    # an answer that left the provider just before its window ended says "0 left, reset now"
-    b.observe(requests(10, 0, reset_after), 105.01, 1)
+    r = b.take(10.0, 0)
+    b.observe(requests(60, 59, 59.5), 10.5, r, 10.0)  # newest send 0.5 s ago: at least 60 s
     w = b.learned_requests
     assert w is not None
-    assert (w.remaining, w.reset_at) == (9, None)
-    assert b.ready_at(105.01, 0) == 105.01
-
-
-def test_stale_header_before_the_local_rollover_is_ignored_too() -> None:
-    b = Budget()
-    b.observe(requests(10, 4, 5.0), 100.0, 0)
-    b.observe(requests(10, 0, 0.0), 104.99, 0)
-    w = b.learned_requests
-    assert w is not None
-    assert (w.remaining, w.reset_at) == (4, 105.0)
-
-
-def test_newer_window_is_adopted_minus_in_flight() -> None:
-    b = Budget()
-    b.observe(requests(10, 0, 5.0), 100.0, 0)
-    assert b.ready_at(104.0, 0) == 105.0
-    # the provider already counts a window ending at 164: trust it, minus 2 it has not seen
-    b.observe(requests(10, 9, 60.0), 104.0, 2)
-    w = b.learned_requests
-    assert w is not None
-    assert (w.remaining, w.reset_at) == (7, 164.0)
-    assert b.ready_at(104.0, 0) == 104.0
-
-
-def test_after_rollover_the_first_answer_sets_the_reset_and_keeps_local_spending() -> None:
-    b = Budget()
-    b.observe(requests(10, 0, 5.0), 100.0, 0)
-    assert send_schedule(b, 3, 105.0) == [105.0] * 3  # local: 7 left
-    b.observe(requests(10, 8, 59.0), 106.0, 0)  # the provider saw fewer of them so far
-    w = b.learned_requests
-    assert w is not None
-    assert (w.remaining, w.reset_at) == (7, 165.0)
-    b.observe(requests(10, 5, 58.5), 106.5, 0)  # ... and now more than we counted
-    assert (w.remaining, w.reset_at) == (5, 165.0)
-
-
-@pytest.mark.parametrize(
-    ("remaining", "reset_after", "expected"),
-    [
-        (5, 4.0, (5, 105.0)),  # same window, fewer left: adopt
-        (9, 4.0, (8, 105.0)),  # same window, the provider has not counted ours yet: keep ours
-        (6, 4.04, (6, 105.04)),  # within the tolerance: the later reset is kept
-        (7, 3.0, (7, 105.0)),  # an earlier reset never moves ours back
-    ],
-)
-def test_same_window_corrections(
-    remaining: float, reset_after: float, expected: tuple[float, float]
-) -> None:
-    b = Budget()
-    b.observe(requests(10, 8, 4.0), 101.0, 0)
-    b.observe(requests(10, remaining, reset_after), 101.0, 0)
-    w = b.learned_requests
-    assert w is not None
-    assert (w.remaining, w.reset_at) == pytest.approx(expected)
+    assert w.length == pytest.approx(60.0)
+    b.observe(requests(60, 59, 29.5), 40.5, r, 10.0)  # the same window seen later
+    assert w.length == pytest.approx(60.0)
+    b.observe(requests(60, 59, 20.0), 40.5, r, 10.0)  # shorter resets never shrink it
+    assert w.length == pytest.approx(60.0)
+    b.observe(requests(60, 60, 0.0), 80.0)  # nothing counted: no length from it
+    assert w.length == pytest.approx(60.0)
 
 
 def test_learned_limit_changes_and_partial_headers() -> None:
-    w = Window(10, 8, 104.0)
-    w.observe(LimitInfo(20, None, None), 100.5, 0)  # a limit alone: only the limit changes
-    assert (w.limit, w.remaining, w.reset_at) == (20, 8, 104.0)
-    w.observe(LimitInfo(None, 3, None), 100.5, 0)  # no reset: cannot place it in a window
-    assert (w.limit, w.remaining, w.reset_at) == (20, 8, 104.0)
-    w.observe(LimitInfo(30, 3, 3.5), 100.5, 0)
-    assert (w.limit, w.remaining, w.reset_at) == (30, 3, 104.0)
     b = Budget()
-    b.observe(requests(10, 8, 4.0), 100.0, 0)
-    b.observe(requests(None, None, None), 100.5, 0)
-    assert b.learned_requests is not None
-    assert (b.learned_requests.limit, b.learned_requests.remaining) == (10, 8)
+    b.observe(requests(10, 8, 4.0), 100.0)
+    b.observe(requests(None, None, None), 100.5)
+    w = b.learned_requests
+    assert w is not None
+    assert w.limit == 10
+    b.observe(requests(20, 18, 4.0), 100.5)  # a new limit is adopted
+    assert w.limit == 20
+    b.observe(requests(20, 18, None), 100.6)  # no reset: the count still holds, for a window
+    assert w.outside == 2
     # a snapshot without a limit or a remaining count does not create a window
     c = Budget()
-    c.observe(requests(None, 5, 1.0), 0.0, 0)
-    c.observe(requests(10, None, 1.0), 0.0, 0)
+    c.observe(requests(None, 5, 1.0), 0.0)
+    c.observe(requests(10, None, 1.0), 0.0)
     assert c.learned_requests is None
 
 
 def test_learned_tokens_window() -> None:
     b = Budget()
-    b.observe(tokens(1000, 300, 6.0), 100.0, 0)
+    b.observe(tokens(1000, 300, 6.0), 100.0)
     assert b.learned_requests is None
     assert b.ready_at(100.0, 200) == 100.0
     assert b.ready_at(100.0, 400) == 106.0
-    assert b.ready_at(100.0, 0) == 100.0  # no estimate: tokens are not asked
-    # larger than the whole window: let the provider judge it while anything is left
+    assert b.ready_at(100.0, 0) == 100.0  # no estimate: it waits only while the window is spent
+    # larger than the whole window: it goes when our log is empty, the provider judges it
     assert b.ready_at(100.0, 5000) == 100.0
     r = b.take(100.0, 250)
     assert b.learned_tokens is not None
-    assert b.learned_tokens.remaining == 50
+    assert b.learned_tokens.room(100.0) == 50
     assert b.ready_at(100.0, 100) == 106.0
     b.settle(r, 100)  # 150 back
-    assert b.learned_tokens.remaining == 200
+    assert b.learned_tokens.room(100.0) == 200
     assert b.ready_at(100.0, 100) == 100.0
     b.take(100.0, 200)
-    assert b.ready_at(100.0, 5000) == 106.0  # nothing left at all: wait for the reset
+    assert b.ready_at(100.0, 0) == 106.0  # nothing left at all
     assert b.exhausted_reset(100.0) == 106.0
-
-
-def test_window_full_allows_a_request_bigger_than_the_limit() -> None:
-    w = Window(100, 100, 60.0)
-    assert w.ready_at(0.0, 150) == 0.0
-    w.take(0.0, 150)
-    assert w.ready_at(0.0, 1) == 60.0
-    assert repr(w) == "Window(-50/100, reset_at=60.0)"
 
 
 def test_exhausted_reset_is_the_earliest_spent_window() -> None:
     b = Budget()
     assert b.exhausted_reset(0.0) is None
-    b.observe(RateSnapshot(LimitInfo(10, 0, 30.0), LimitInfo(1000, 0, 12.0)), 0.0, 0)
+    b.observe(RateSnapshot(LimitInfo(10, 0, 30.0), LimitInfo(1000, 0, 12.0)), 0.0)
     assert b.exhausted_reset(0.0) == 12.0
-    assert b.exhausted_reset(12.0) == 30.0  # the tokens window has reset
+    assert b.exhausted_reset(12.0) == 30.0  # the tokens window has room again
     assert b.exhausted_reset(30.0) is None
     c = Budget()
-    c.observe(RateSnapshot(LimitInfo(10, 1, 30.0), LimitInfo(1000, 0.5, 12.0)), 0.0, 0)
+    c.observe(RateSnapshot(LimitInfo(10, 1, 30.0), LimitInfo(1000, 0.5, 12.0)), 0.0)
     assert c.exhausted_reset(0.0) == 12.0  # less than one token left counts as spent
     d = Budget()
-    d.observe(requests(10, 1, 30.0), 0.0, 0)
+    d.observe(requests(10, 1, 30.0), 0.0)
     assert d.exhausted_reset(0.0) is None
+
+
+def test_groq_daily_request_headers_are_a_day_window_and_the_minute_is_adapted() -> None:
+    b = Budget()
+    snap = RateSnapshot(requests=LimitInfo(14400, 14000, 3600.0), requests_window="day")
+    b.observe(snap, 0.0)
+    assert b.learned_requests is not None
+    assert b.requests_window == "day"
+    assert b.aimd is not None  # the per-minute request limit is unreported: still adapted
+    assert b.snapshot(0.0)["learned_requests"] == {
+        "limit": 14400,
+        "remaining": 14000,
+        "reset_s": None,
+        "window_s": None,
+        "per": "day",
+    }
+    minute = Budget()
+    minute.observe(requests(14400, 14000, 3600.0), 0.0)
+    assert minute.aimd is None  # a reported request limit needs no adapting
 
 
 # --- cooldown, parking, streaks ---------------------------------------------------------------
@@ -350,7 +325,7 @@ def test_ready_at_is_the_latest_of_every_constraint() -> None:
     assert b.ready_at(100.0, 0) == 103.0
     b.park(100.0, 2.0)  # 102: still 103
     assert b.ready_at(100.0, 0) == 103.0
-    b.observe(requests(5, 0, 7.0), 100.0, 0)  # 107
+    b.observe(requests(5, 0, 7.0), 100.0)  # 107
     assert b.ready_at(100.0, 0) == 107.0
 
 
@@ -361,9 +336,9 @@ def test_headroom_is_the_least_of_its_parts() -> None:
     b.release()
     # rpm: one interval of ten ahead -> 0.9; rpd: 1 of 4 used -> 0.75
     assert b.headroom(0.0) == pytest.approx(0.75)
-    b.observe(requests(10, 3, 30.0), 0.0, 0)
+    b.observe(requests(10, 3, 30.0), 0.0)
     assert b.headroom(0.0) == pytest.approx(0.3)
-    b.observe(tokens(1000, 100, 30.0), 0.0, 0)
+    b.observe(tokens(1000, 100, 30.0), 0.0)
     assert b.headroom(0.0) == pytest.approx(0.1)
     b.cool(0.0, 1.0)
     assert b.headroom(0.5) == 0.0
@@ -382,20 +357,24 @@ def test_in_flight_is_counted_and_never_negative() -> None:
 
 def test_snapshot_is_json_ready() -> None:
     b = Budget(rpm=60)
-    b.observe(RateSnapshot(LimitInfo(10, 4, 6.0), LimitInfo(1000, 0, 2.5)), 100.0, 0)
+    b.observe(RateSnapshot(LimitInfo(10, 4, 6.0), LimitInfo(1000, 0, 2.5)), 100.0)
     b.on_rate_limited(100.0, 2.5)
     snap = b.snapshot(100.0)
     assert snap == {
         "cooldown_s": 2.5,
-        "learned_requests": {"limit": 10, "remaining": 4, "reset_s": 6.0},
-        "learned_tokens": {"limit": 1000, "remaining": 0.0, "reset_s": 2.5},
+        "learned_requests": {"limit": 10, "remaining": 4, "reset_s": None, "window_s": None},
+        "learned_tokens": {"limit": 1000, "remaining": 0.0, "reset_s": 2.5, "window_s": None},
     }
     json.dumps(snap)
-    # after the resets the windows are full again and their next reset unknown
+    # after the resets the windows are whole again
     assert b.snapshot(200.0) == {
-        "learned_requests": {"limit": 10, "remaining": 10, "reset_s": None},
-        "learned_tokens": {"limit": 1000, "remaining": 1000, "reset_s": None},
+        "learned_requests": {"limit": 10, "remaining": 10, "reset_s": None, "window_s": None},
+        "learned_tokens": {"limit": 1000, "remaining": 1000, "reset_s": None, "window_s": None},
     }
+    # an adapted rate shows as requests per minute
+    c = Budget()
+    c.on_rate_limited(0.0, 1.0, c.take(0.0, 0), 1.0)
+    assert c.snapshot(0.0) == {"cooldown_s": 1.0, "adapted_rpm": 60.0}
 
 
 # --- groups: keys that share one quota share one Budget ---------------------------------------
@@ -426,7 +405,7 @@ def test_group_lanes_share_one_budget() -> None:
     assert c.book.get("m").ready_at(100.0, 0) == 100.0
     assert b.book.get("other").ready_at(100.0, 0) == 100.0  # another model's limits are its own
     # learned limits and cooldowns are the group's
-    a.book.get("m").observe(requests(10, 0, 30.0), 100.0, 0)
+    a.book.get("m").observe(requests(10, 0, 30.0), 100.0)
     assert b.book.get("m").ready_at(101.0, 0) == 130.0
     b.book.get("m").on_rate_limited(100.0, 50.0)
     assert a.status(100.0) == b.status(100.0) == "cooling"

@@ -292,7 +292,7 @@ class Core:
                 raise
             else:
                 status = exchange.status
-                self._observe(lane, req, exchange)
+                self._observe(lane, exchange, c)
                 if not lane.answered:
                     dispatch.answered(lane)
                 if 200 <= status < 300:
@@ -313,11 +313,14 @@ class Core:
             if delay > 0:
                 await self.clock.sleep(delay)
 
-    def _observe(self, lane: Lane, req: Request, exchange: Exchange) -> None:
+    def _observe(self, lane: Lane, exchange: Exchange, c: _Call) -> None:
         snapshot = lane.adapter.rate_snapshot(exchange.headers, self.clock.wall())
-        if snapshot is not None:
-            budget = req.budget or lane.book.get(req.scope)
-            budget.observe(snapshot, self.clock.now(), max(0, budget.in_flight - 1))
+        req = c.req
+        budget = req.budget or lane.book.get(req.scope)
+        # every answer counts (the first one ends the budget's slow start), headers or not
+        budget.observe(
+            snapshot, self.clock.now(), req.reservation, c.sent_at, exchange.status == 429
+        )
 
     def _failed(self, c: _Call, lane: Lane, outcome: Outcome) -> float:
         """Apply the verdict on an attempt to its key, free the slot, and say how long the
@@ -377,7 +380,9 @@ class Core:
         by_model = outcome.kind is Kind.RATE_LIMITED or outcome.kind is Kind.DAILY_LIMIT
         if action is LaneAction.COOL:
             if by_model:
-                budget.on_rate_limited(now, decision.lane_delay)
+                budget.on_rate_limited(
+                    now, decision.lane_delay, req.reservation, outcome.retry_after
+                )
             else:
                 lane.cooldown_until = max(lane.cooldown_until, now + decision.lane_delay)
         elif action is LaneAction.PARK:
@@ -436,7 +441,7 @@ class Core:
         budget = req.budget or lane.book.get(req.scope)
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
-        budget.on_success()
+        budget.on_success(req.reservation)
         lane.quota_strikes = 0
         lane.fail_streak = 0
         lane.successes += 1

@@ -5,24 +5,33 @@ project share its quota). It combines
 
 * configured budgets: ``rpm``/``tpm`` paced evenly (a GCRA: at most one request every
   ``60/rpm`` seconds, tokens likewise), ``rpd`` counted over a rolling day;
-* learned windows: limit / remaining / reset as the provider reported them on its latest
-  answer, spent locally as requests go out and corrected by every answer;
+* learned windows (``_pacing.LearnedWindow``): the limit a provider reports, spent by keymux's
+  own log of what it sent over the window length learned from the resets, and lowered by what
+  the provider counted beyond that log (``remaining`` stays authoritative);
+* an adapted send rate (``_pacing.Aimd``) while no header reports the request limit that binds
+  (Gemini; Groq's request headers describe the day): decreased on rate limits, increased on
+  successes, capped by a configured ``rpm``;
+* slow start: until its first answer a budget that knows nothing lets a few requests out;
 * cooldowns after rate-limit answers, lengthened by repeated 429s and shortened by successes,
   and parking until a daily reset.
 
-Everything takes ``now`` (monotonic seconds) from the caller: tests move a fake clock.
+Everything takes ``now`` (monotonic seconds) from the caller: tests move a fake clock. The
+sync facade and async callers reach the same budgets through the same core on one loop.
 """
 
 from __future__ import annotations
 
-from ._types import LimitInfo, RateSnapshot
+from ._pacing import AIMD_SPAN, PROBE_BURST, Aimd, Entry, LearnedWindow, SendLog, window_span
+from ._types import RateSnapshot
 
-__all__ = ["Budget", "Gcra", "Reservation", "Window"]
+__all__ = ["Budget", "Gcra", "Reservation"]
 
-#: a header whose reset is this close to (or before) now describes a window that has passed
-_STALE = 0.002
-#: when a learned window is spent and its end unknown, look again this often (answers wake sooner)
+#: until its first answer a budget lets PROBE_BURST requests out: look again this often (the
+#: answer wakes the lane sooner)
 UNKNOWN_RESET_RECHECK = 0.25
+#: the tokens a request not estimated still needs from a learned token window: it waits only
+#: while the window is spent
+_SPENT = 1
 #: a paced request that goes out at most this late (and at most one interval late) keeps its
 #: schedule: a timer fires, and a busy event loop gets to it, a few milliseconds after the slot,
 #: and without this slack every such delay would be lost for good
@@ -68,94 +77,51 @@ class Gcra:
         return max(0.0, 1.0 - ahead / (self.interval * 10))
 
 
-class Window:
-    """A provider-reported window: ``limit`` per window, ``remaining`` now, ends at ``reset_at``."""
-
-    __slots__ = ("limit", "remaining", "reset_at")
-
-    def __init__(self, limit: float, remaining: float, reset_at: float | None) -> None:
-        self.limit = limit
-        self.remaining = remaining
-        self.reset_at = reset_at
-
-    def _roll(self, now: float) -> None:
-        if self.reset_at is not None and now >= self.reset_at:
-            self.remaining = self.limit
-            self.reset_at = None  # the next answer tells when the new window ends
-
-    def ready_at(self, now: float, units: float, answers_pending: bool = False) -> float:
-        self._roll(now)
-        if self.remaining >= units or (self.remaining >= self.limit > 0):
-            return now
-        if self.remaining >= 1 and units > self.limit:
-            return now  # a request larger than the whole window: let the provider judge it
-        if self.reset_at is not None:
-            return self.reset_at
-        # spent in a window whose end no answer has told yet: wait for one (it wakes the lane);
-        # with none pending, one request goes out to learn it
-        return now + UNKNOWN_RESET_RECHECK if answers_pending else now
-
-    def take(self, now: float, units: float) -> None:
-        self._roll(now)
-        self.remaining -= units
-
-    def observe(self, info: LimitInfo, now: float, in_flight: int) -> None:
-        """Correct from an answer: ``in_flight`` other requests may not be counted in it yet."""
-        if info.limit is not None and info.limit > 0:
-            self.limit = info.limit
-        if info.remaining is None or info.reset_after is None:
-            return
-        reset_at = now + info.reset_after
-        self._roll(now)
-        if info.reset_after <= _STALE:
-            return  # describes a window that has just ended
-        if self.reset_at is None:
-            # we rolled over locally and counted what we sent since: the provider may know more
-            self.remaining = min(self.remaining, info.remaining)
-            self.reset_at = reset_at
-        elif reset_at > self.reset_at + 0.05:
-            # the provider is already in a window we have not rolled into: trust it, minus what
-            # we sent that it may not have counted yet
-            self.remaining = info.remaining - in_flight
-            self.reset_at = reset_at
-        else:
-            self.remaining = min(self.remaining, info.remaining)
-            if reset_at > self.reset_at:
-                self.reset_at = reset_at
-
-    def headroom(self, now: float) -> float:
-        self._roll(now)
-        if self.limit <= 0:
-            return 1.0
-        return max(0.0, min(1.0, self.remaining / self.limit))
-
-    def __repr__(self) -> str:
-        return f"Window({self.remaining:g}/{self.limit:g}, reset_at={self.reset_at})"
-
-
 class Reservation:
     """What one request took from a budget, settled when its real usage is known."""
 
-    __slots__ = ("tokens",)
+    __slots__ = (
+        "at",
+        "inferred_entry",
+        "paced",
+        "rate_entry",
+        "request_entry",
+        "token_entry",
+        "tokens",
+    )
 
-    def __init__(self, tokens: int) -> None:
+    def __init__(self, tokens: int, at: float = 0.0) -> None:
         self.tokens = tokens
+        self.at = at  # when the budget let it go
+        self.paced = False  # the AIMD rate held it back (its success may raise the rate)
+        self.request_entry: Entry | None = None
+        self.token_entry: Entry | None = None
+        self.rate_entry: Entry | None = None
+        self.inferred_entry: Entry | None = None
 
 
 class Budget:
     """The pacing state of one key or one group of keys."""
 
     __slots__ = (
+        "aimd",
+        "aimd_log",
+        "answered",
         "cooldown_until",
         "day_count",
         "day_start",
         "in_flight",
+        "inferred",
+        "inferred_at",
         "learned_requests",
         "learned_tokens",
         "parked_until",
+        "request_log",
+        "requests_window",
         "rpd",
         "rpm",
         "streak",
+        "token_log",
         "tpm",
     )
 
@@ -167,8 +133,22 @@ class Budget:
         self.rpd = rpd
         self.day_start = 0.0
         self.day_count = 0
-        self.learned_requests: Window | None = None
-        self.learned_tokens: Window | None = None
+        #: keymux's own sends: what learned windows are spent by (from the first send on, so
+        #: the sends before the first answer count too)
+        self.request_log = SendLog()
+        self.token_log = SendLog()
+        self.learned_requests: LearnedWindow | None = None
+        self.learned_tokens: LearnedWindow | None = None
+        #: "minute" or "day": what the learned request window describes (Groq: the day)
+        self.requests_window = "minute"
+        #: the send rate for request limits no header reports (None once one does)
+        self.aimd: Aimd | None = Aimd(rpm / MINUTE if rpm else None)
+        self.aimd_log = SendLog(AIMD_SPAN)
+        #: a request limit no header reports, inferred from a rate limit over the window the
+        #: token headers describe (Groq: requests and tokens per minute, only tokens reported)
+        self.inferred: LearnedWindow | None = None
+        self.inferred_at = 0.0  # the last rate limit it was inferred from
+        self.answered = False  # a first answer came back (until then: one request at a time)
         self.cooldown_until = 0.0
         self.parked_until = 0.0
         self.streak = 0  # rate-limit answers in a row
@@ -189,11 +169,17 @@ class Budget:
             when = max(when, self.tpm.ready_at(now))
         if self.rpd is not None and self.day_count >= self.rpd and now < self.day_start + DAY:
             when = max(when, self.day_start + DAY)
-        pending = self.in_flight > 0
+        if not self.answered and self.in_flight >= PROBE_BURST and self.rpm is None:
+            # slow start: nothing is known of this key's limits until its first answer
+            when = max(when, now + UNKNOWN_RESET_RECHECK)
         if self.learned_requests is not None:
-            when = max(when, self.learned_requests.ready_at(now, 1, pending))
-        if self.learned_tokens is not None and tokens:
-            when = max(when, self.learned_tokens.ready_at(now, tokens, pending))
+            when = max(when, self.learned_requests.ready_at(now, 1))
+        if self.learned_tokens is not None:
+            when = max(when, self.learned_tokens.ready_at(now, tokens or _SPENT))
+        if self.aimd is not None:
+            when = max(when, self.aimd.ready_at(now, self.in_flight))
+        if self.inferred is not None:
+            when = max(when, self.inferred.ready_at(now, 1))
         return when
 
     def headroom(self, now: float) -> float:
@@ -212,6 +198,10 @@ class Budget:
             room = min(room, self.learned_requests.headroom(now))
         if self.learned_tokens is not None:
             room = min(room, self.learned_tokens.headroom(now))
+        if self.aimd is not None:
+            room = min(room, self.aimd.headroom(now))
+        if self.inferred is not None:
+            room = min(room, self.inferred.headroom(now))
         return room
 
     # -- spending ---------------------------------------------------------------------------
@@ -219,6 +209,7 @@ class Budget:
     def take(self, now: float, tokens: int) -> Reservation:
         """Spend one request and an estimate of its tokens."""
         self.in_flight += 1
+        res = Reservation(tokens, now)
         if self.rpm is not None:
             self.rpm.take(now, 1)
         if self.tpm is not None and tokens:
@@ -230,11 +221,15 @@ class Budget:
                 if self.day_count == 0:
                     self.day_start = now
             self.day_count += 1
-        if self.learned_requests is not None:
-            self.learned_requests.take(now, 1)
-        if self.learned_tokens is not None and tokens:
-            self.learned_tokens.take(now, tokens)
-        return Reservation(tokens)
+        res.request_entry = self.request_log.add(now, 1)
+        if tokens:
+            res.token_entry = self.token_log.add(now, tokens)
+        if self.aimd is not None:
+            res.paced = self.aimd.take(now, GCRA_SLACK)
+            res.rate_entry = self.aimd_log.add(now, 1)
+        if self.inferred is not None:
+            res.inferred_entry = self.inferred.log.add(now, 1)
+        return res
 
     def release(self) -> None:
         """One request taken with ``take`` got its answer (or gave up)."""
@@ -250,46 +245,145 @@ class Budget:
             return
         if self.tpm is not None:
             self.tpm.give_back(diff)
-        if self.learned_tokens is not None:
-            self.learned_tokens.remaining += diff
+        entry = reservation.token_entry
+        if entry is not None:
+            self.token_log.adjust(entry, -diff)
+        elif actual_tokens > 0:
+            # not estimated when it went out: counted from now, later than it went (safe side)
+            reservation.token_entry = self.token_log.add(reservation.at, actual_tokens)
         reservation.tokens = actual_tokens
 
     # -- learning ---------------------------------------------------------------------------
 
-    def observe(self, snapshot: RateSnapshot, now: float, in_flight: int) -> None:
-        """Learn limits from an answer's headers (429 or not)."""
+    def observe(
+        self,
+        snapshot: RateSnapshot | None,
+        now: float,
+        reservation: Reservation | None = None,
+        sent_at: float | None = None,
+        refused: bool = False,
+    ) -> None:
+        """An answer came back to the request of ``reservation``, sent at ``sent_at`` (when it
+        left: a little later than the budget let it go); ``refused``: a rate limit, which the
+        provider did not count. Learn limits from its headers (``snapshot``)."""
+        self.answered = True
+        if refused and reservation is not None:
+            self._uncount(reservation)
+        if reservation is not None and sent_at is not None and sent_at > reservation.at:
+            for log, entry in (
+                (self.request_log, reservation.request_entry),
+                (self.token_log, reservation.token_entry),
+            ):
+                if entry is not None:
+                    log.restamp(entry, sent_at)
+        if snapshot is None:
+            return
+        counted = None if reservation is None else max(reservation.at, sent_at or 0.0)
         req = snapshot.requests
         if req is not None and req.limit is not None and req.remaining is not None:
-            if self.learned_requests is None:
-                self.learned_requests = Window(req.limit, req.remaining - in_flight, None)
-            self.learned_requests.observe(req, now, in_flight)
+            window = self.learned_requests
+            if window is None:
+                window = self.learned_requests = LearnedWindow(req.limit, self.request_log)
+            self.requests_window = snapshot.requests_window
+            if snapshot.requests_window == "minute":
+                self.aimd = None  # the provider reports the limit that binds
+            window.observe(req.limit, req.remaining, req.reset_after, now, counted)
         tok = snapshot.tokens
         if tok is not None and tok.limit is not None and tok.remaining is not None:
-            if self.learned_tokens is None:
-                self.learned_tokens = Window(tok.limit, tok.remaining, None)
-            self.learned_tokens.observe(tok, now, 0)
+            window = self.learned_tokens
+            if window is None:
+                window = self.learned_tokens = LearnedWindow(tok.limit, self.token_log)
+            window.observe(tok.limit, tok.remaining, tok.reset_after, now, counted)
+            if (
+                self.aimd is not None
+                and window.length is not None
+                and self.aimd_log.span < window_span(window.length)
+            ):
+                self.aimd_log.set_span(window_span(window.length))  # enough to infer from
 
     def exhausted_reset(self, now: float) -> float | None:
-        """When a learned window that is spent resets (the precise end of a rate limit)."""
+        """When a learned window that is spent has room again (None: none is spent)."""
         best: float | None = None
         for window in (self.learned_requests, self.learned_tokens):
-            if (
-                window is not None
-                and window.reset_at is not None
-                and window.remaining < 1
-                and window.reset_at > now
-                and (best is None or window.reset_at < best)
-            ):
-                best = window.reset_at
+            if window is None:
+                continue
+            wait = window.reset_in(now)
+            if wait is not None and wait > 0 and (best is None or now + wait < best):
+                best = now + wait
         return best
 
-    def on_success(self) -> None:
+    def on_success(self, reservation: Reservation | None = None) -> None:
         if self.streak:
             self.streak -= 1
+        if reservation is not None and self.aimd is not None:
+            self.aimd.on_success(reservation.at, reservation.paced)
 
-    def on_rate_limited(self, now: float, cooldown: float) -> None:
+    def on_rate_limited(
+        self,
+        now: float,
+        cooldown: float,
+        reservation: Reservation | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """A rate-limit answer: cool down; the refused request was not counted by the
+        provider, and it tells what the provider admits (``retry_after``: when it frees)."""
         self.streak += 1
         self.cooldown_until = max(self.cooldown_until, now + cooldown)
+        if reservation is None:
+            return
+        self._uncount(reservation)
+        wait = cooldown if retry_after is None else retry_after
+        if self._infer(now, reservation):
+            return
+        if self.aimd is not None:
+            self.aimd.on_rate_limited(now, reservation.at, wait, self.aimd_log)
+        elif self.learned_requests is not None and self.requests_window == "minute":
+            self.learned_requests.on_refused(now, wait)
+
+    def _infer(self, now: float, reservation: Reservation) -> bool:
+        """A rate limit while no header reports the request limit, but the token headers tell
+        the window's length: the provider admitted what we sent over that window (Groq limits
+        requests and tokens per minute and reports only the tokens). Whether it applied."""
+        tokens = self.learned_tokens
+        if tokens is None or tokens.length is None:
+            return False
+        inferred = self.inferred
+        if inferred is None:
+            if self.aimd is None:
+                return False  # a header reports the request limit
+            span = window_span(tokens.length)
+            recent = self.aimd_log.since(now - span)
+            admitted = sum(entry.amount for entry in recent)
+            if admitted < 1:
+                return False
+            log = SendLog(span)
+            for entry in recent:
+                if entry.amount > 0:
+                    log.add(entry.at, entry.amount)
+            inferred = self.inferred = LearnedWindow(admitted, log)
+            inferred.length = tokens.length
+            self.aimd = None
+        elif reservation.at >= self.inferred_at:
+            admitted = inferred.log.used(now)
+            if 1 <= admitted < inferred.limit:
+                inferred.limit = admitted
+        self.inferred_at = now
+        return True
+
+    def _uncount(self, reservation: Reservation) -> None:
+        """A refused request: the provider did not count it, so the logs do not either."""
+        entry = reservation.request_entry
+        if entry is not None:
+            reservation.request_entry = None
+            self.request_log.adjust(entry, -1)
+        entry = reservation.rate_entry
+        if entry is not None:
+            reservation.rate_entry = None
+            self.aimd_log.adjust(entry, -1)
+        entry = reservation.inferred_entry
+        if entry is not None and self.inferred is not None:
+            reservation.inferred_entry = None
+            self.inferred.log.adjust(entry, -1)
 
     def cool(self, now: float, seconds: float) -> None:
         self.cooldown_until = max(self.cooldown_until, now + seconds)
@@ -306,12 +400,16 @@ class Budget:
             out["parked_s"] = round(self.parked_until - now, 3)
         for label, window in (("requests", self.learned_requests), ("tokens", self.learned_tokens)):
             if window is not None:
-                window.ready_at(now, 0)
-                out[f"learned_{label}"] = {
+                reset = window.reset_in(now)
+                facts: dict[str, object] = {
                     "limit": window.limit,
-                    "remaining": max(0.0, window.remaining),
-                    "reset_s": None
-                    if window.reset_at is None
-                    else round(max(0.0, window.reset_at - now), 3),
+                    "remaining": max(0.0, window.room(now)),
+                    "reset_s": None if reset is None else round(max(0.0, reset), 3),
+                    "window_s": None if window.length is None else round(window.length, 3),
                 }
+                if label == "requests" and self.requests_window != "minute":
+                    facts["per"] = self.requests_window
+                out[f"learned_{label}"] = facts
+        if self.aimd is not None and not self.aimd.probing and self.aimd.cap is None:
+            out["adapted_rpm"] = round(self.aimd.rate * MINUTE, 1)
         return out
