@@ -1,11 +1,12 @@
 # Two commands do all set-up on a fresh machine with python3 and pip:
 #   make demo   - create .venv, install keymux, run `keymux demo` (emulator, fake keys)
-#   make test   - create .venv, install keymux with its test tools, run ruff, mypy --strict, pytest
+#   make test   - create .venv, install keymux with its test tools (and, with apt-get, the
+#                 chromium and redis-server the tests drive), run ruff, mypy --strict, pytest
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test system-deps lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,10 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+system-deps:
+	./scripts/system-deps.sh
+
+test: system-deps lint typecheck pytest
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/overhead.py
