@@ -246,10 +246,15 @@ def test_start_rules() -> None:
 
 def test_state_urls() -> None:
     assert check_state_url("memory://") == "memory://"
-    with pytest.raises(ConfigError, match=r"shared state \(redis://\) is not available"):
-        check_state_url("redis://:secret-password@host:6379/0")
-    with pytest.raises(ConfigError) as refused:
-        check_state_url("rediss://:secret-password@host")
+    assert check_state_url("redis://:secret-password@host:6379/0") == (
+        "redis://:secret-password@host:6379/0"
+    )
+    assert check_state_url("redis+cluster://h1:7000,h2:7001") == "redis+cluster://h1:7000,h2:7001"
+    with pytest.raises(ConfigError, match=r"mongodb:// is not known") as refused:
+        check_state_url("mongodb://:secret-password@host")
+    assert "secret-password" not in str(refused.value)
+    with pytest.raises(ConfigError, match=r"timeout=") as refused:
+        check_state_url("rediss://:secret-password@host/0?timeout=-1")
     assert "secret-password" not in str(refused.value)
     with pytest.raises(ConfigError, match="takes a URL"):
         check_state_url("memory")

@@ -169,7 +169,7 @@ def test_flags_from_the_environment(
     [
         ((), {"KEYMUX_PROXY_TOKEN": ""}, "no proxy token: set KEYMUX_PROXY_TOKEN"),
         (("--no-auth", "--host", "0.0.0.0"), {"KEYMUX_PROXY_TOKEN": ""}, "only on a loopback"),
-        (("--state", "redis://:pw@localhost:6379/0"), {}, r"shared state (redis://) is not"),
+        (("--state", "mongodb://:pw@localhost:27017"), {}, "state URL scheme mongodb:// is not"),
         (("--port", "abc"), {}, "argument --port: needs a port number, got 'abc'"),
         (("--max-body", "lots"), {}, "argument --max-body: needs a size"),
         (("--workers", "0"), {}, "argument --workers: needs a whole number of 1 or more"),

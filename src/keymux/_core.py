@@ -23,7 +23,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._clock import Clock
 from ._config import MuxConfig, Timeout
@@ -44,6 +44,9 @@ from ._lane import Lane, Request
 from ._retry import LaneAction, decide, error_class
 from ._types import Kind, Outcome, Parsed, Response, Usage
 from .providers import SSEParser, StreamDecoder, StreamFailure
+
+if TYPE_CHECKING:
+    from .state import Shared
 
 __all__ = ["Core", "Head", "Telemetry"]
 
@@ -192,6 +195,8 @@ class Core:
         self._probe_handles: set[Any] = set()
         #: told of every attempt when set (None: nothing is measured)
         self.telemetry: Telemetry | None = None
+        #: the state every process shares (None: memory://, this process's lanes are all)
+        self.shared: Shared | None = None
 
     @property
     def closed(self) -> bool:
@@ -218,6 +223,8 @@ class Core:
         self.dispatch.take_out(lane, reason, error)
         lane.disabled_reason = reason
         lane.disabled_at = self.clock.wall()
+        if self.shared is not None:
+            self.shared.disabled(lane, reason, error)
         if probe_after is not None:
             self._schedule_probe(lane, probe_after)
 
@@ -248,6 +255,8 @@ class Core:
             status = 0
         if 200 <= status < 300:
             self.dispatch.enable(lane)
+            if self.shared is not None:
+                self.shared.enabled(lane)
         elif not lane.removed and not self.closed:
             self._schedule_probe(lane, min(last_delay * 2, 3600.0))
 
@@ -261,6 +270,7 @@ class Core:
         dispatch = self.dispatch
         now = self.clock.now
         telemetry = self.telemetry
+        shared = self.shared
         while True:
             asked = now() if telemetry is not None else 0.0
             try:
@@ -271,6 +281,15 @@ class Core:
                 # every key this request may use has failed it: the last answer says why
                 # (the provider's message, and AuthenticationError/BadRequestError/...)
                 raise self._error(c.last[0], c.last[1], c.attempts) from None
+            if shared is not None:
+                # the budget every process shares: one round trip; a "no" gave the lane back
+                try:
+                    sending = await shared.reserve(lane, req)
+                except BaseException:
+                    dispatch.release(lane, req)
+                    raise
+                if not sending:
+                    continue
             c.attempts += 1
             if c.attempts > 1:
                 lane.retries += 1
@@ -321,6 +340,8 @@ class Core:
         budget.observe(
             snapshot, self.clock.now(), req.reservation, c.sent_at, exchange.status == 429
         )
+        if self.shared is not None:
+            self.shared.observed(lane, req, budget, exchange.status)
 
     def _failed(self, c: _Call, lane: Lane, outcome: Outcome) -> float:
         """Apply the verdict on an attempt to its key, free the slot, and say how long the
@@ -404,6 +425,12 @@ class Core:
                     error=QuotaExhaustedError,
                     probe_after=probe_after,
                 )
+        shared = self.shared
+        if shared is not None:
+            shared.failed(lane, req, budget, outcome.kind is Kind.TRANSPORT)
+            if action is LaneAction.COOL or action is LaneAction.PARK:
+                op = "cool" if action is LaneAction.COOL else "park"
+                shared.cooled(lane, budget if by_model else None, req.scope, op)
         if decision.avoid_lane:
             req.shun(lane.name)
         return decision.retry, decision.delay, decision.counts
@@ -442,6 +469,8 @@ class Core:
         if req.reservation is not None:
             budget.settle(req.reservation, usage.total_tokens or None)
         budget.on_success(req.reservation)
+        if self.shared is not None:
+            self.shared.succeeded(req, usage.total_tokens)
         lane.quota_strikes = 0
         lane.fail_streak = 0
         lane.successes += 1
@@ -756,6 +785,8 @@ class Core:
         """Refuse new work, fail waiting requests, give in-flight ones ``grace`` seconds, then
         cancel them with ClosedError; close the HTTP session."""
         if self.closed and not self._running:
+            if self.shared is not None:
+                await self.shared.aclose()
             await self.engine.close()
             return
         self.closed = True
@@ -772,6 +803,8 @@ class Core:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5.0)
+        if self.shared is not None:
+            await self.shared.aclose()  # the last counters, then this process leaves
         await self.engine.close()
 
     async def release_loop(self) -> None:
@@ -789,6 +822,8 @@ class Core:
         self._closing_tasks.clear()
         self._probe_handles.clear()
         self.dispatch.forget_loop()
+        if self.shared is not None:
+            self.shared.forget()
 
 
 def _finished(decoder: StreamDecoder) -> bool:

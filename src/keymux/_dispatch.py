@@ -510,6 +510,25 @@ class Dispatcher:
         if lane.enabled:
             self._pump(lane)
 
+    def refund(self, lane: Lane, req: Request) -> None:
+        """``req``, which ``acquire`` gave ``lane``, is not sent after all (the budget every
+        process shares said no): its slot, its count and what it took from the budget go back,
+        as if it had never been granted. The caller places it again; ``wake`` lets the lane
+        take other work once its budget reflects why."""
+        lane.in_flight -= 1
+        lane.usage -= 1
+        budget = req.budget
+        if budget is not None and req.reservation is not None:
+            budget.refund(req.reservation)
+        req.budget = None
+        req.reservation = None
+
+    def wake(self, lane: Lane) -> None:
+        """Let a lane take work again, or set its timer (its budget or status changed from
+        outside: a refund, a change heard from another process)."""
+        if lane.enabled:
+            self._pump(lane)
+
     async def acquire(self, req: Request) -> Lane:
         """A lane for ``req``, with a slot and budget taken: at once, or after waiting in a
         queue. The caller must ``release`` it."""

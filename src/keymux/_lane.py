@@ -43,6 +43,7 @@ class Request:
     avoid: set[str] | None = None  # keys this request must not go back to (made when needed)
     reservation: Reservation | None = None
     budget: Budget | None = None  # the budget the current attempt took from
+    ticket: Any = None  # the shared state's record of the current attempt (redis:// only)
 
     def shun(self, name: str) -> None:
         """Never send this request to key ``name`` again."""

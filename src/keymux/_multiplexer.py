@@ -19,10 +19,11 @@ from ._env import EnvProblem, EnvScan, discover_keys
 from ._errors import ClosedError, ConfigError, UsageError
 from ._gateway import Gateway
 from ._secret import Secret
-from ._stats import lane_stats
+from ._stats import lane_stats, merge_totals
 from ._strategies import Strategy, resolve_strategy
 from ._sync import Runtime
 from .providers import canonical_provider
+from .state import open_state
 
 __all__ = ["ApiKeyMultiplexer", "Multiplexer"]
 
@@ -30,12 +31,20 @@ log = logging.getLogger("keymux")
 
 _UNSET: Any = object()
 
+#: the environment variable ``from_env`` reads the state URL from
+STATE_VARIABLE = "KEYMUX_STATE"
+
 
 class Multiplexer:
     """Spreads requests for each provider across many API keys.
 
     One lane per key with a bounded queue, a concurrency limit, its own backoff and rate
     budget; one asyncio core with a thin synchronous facade. Thread-safe.
+
+    ``state``: where the keys' shared facts live. ``memory://`` (the default): this process.
+    ``redis://host:6379/0`` (also ``rediss://``, ``redis+unix://``, ``redis+cluster://``):
+    every process and host using the same URL shares each key's status, budgets and counters
+    (``pip install 'keymux[redis]'``).
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class Multiplexer:
         close_grace: float = 10.0,
         clock: Clock | None = None,
         seed: int | None = None,
+        state: str = "memory://",
     ) -> None:
         self._config = MuxConfig(
             max_concurrent_requests=max_concurrent_requests,
@@ -68,6 +78,10 @@ class Multiplexer:
         self._close_grace = close_grace
         self._clock: Clock = clock or SystemClock()
         self._core = Core(self._config, clock=self._clock, rng=random.Random(seed))
+        shared = open_state(state, clock=self._clock)
+        if shared is not None:
+            shared.attach(self._core)
+            self._core.shared = shared
         self._runtime = Runtime(on_shutdown=self._core.release_loop, on_fork=self._core.forget_loop)
         self._gateway = Gateway(self._core, self._runtime, self._clock, self._config.timeout)
         #: problems found by ``from_env`` (malformed .env lines, empty values), never secrets
@@ -90,8 +104,12 @@ class Multiplexer:
         Malformed lines and bad key values are logged (by file, line and variable name, never
         by value), kept in ``env_problems`` and skipped. A ``*_BASE_URL`` variable that is set
         but is not a usable URL raises ``ConfigError`` instead of sending to the real API.
+        ``KEYMUX_STATE`` (in ``environ``) is the ``state`` URL unless ``state=`` is given.
         """
         scan = discover_keys(environ, dotenv_path=dotenv_path, use_dotenv=dotenv_path is not None)
+        if "state" not in kwargs:
+            found = (os.environ if environ is None else environ).get(STATE_VARIABLE, "").strip()
+            kwargs["state"] = found or "memory://"
         mux = cls(**kwargs)
         mux._load_scan(scan)
         return mux
@@ -308,15 +326,56 @@ class Multiplexer:
 
     # -- statistics -------------------------------------------------------------------------
 
-    def get_usage_stats(self) -> dict[str, dict[str, dict[str, Any]]]:
+    def get_usage_stats(
+        self, *, all_processes: bool = False
+    ) -> dict[str, dict[str, dict[str, Any]]]:
         """Per provider, per key name: usage, queue_size, current_requests, successes,
-        failures, retries, rate_limited, status, and more. JSON-serialisable."""
+        failures, retries, rate_limited, status, and more. JSON-serialisable.
+
+        ``all_processes=True``: the counters (usage, successes, failures, retries,
+        rate_limited, input_tokens, output_tokens) are those of every process sharing this
+        multiplexer's state, and ``processes`` says how many are alive; queue_size and
+        current_requests stay this process's. From sync code the figures are read from the
+        store then; on the multiplexer's own event loop they are the last ones read (use
+        ``await aget_usage_stats(all_processes=True)`` there for fresh ones)."""
+        totals = None
+        shared = self._core.shared
+        if all_processes and shared is not None:
+            if self._runtime.is_home():
+                totals = shared.totals
+            else:
+                totals = self._runtime.run(shared.refresh_totals)
+        return self._stats(totals if all_processes else None, all_processes)
+
+    async def aget_usage_stats(
+        self, *, all_processes: bool = False
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """``get_usage_stats`` from async code (fresh figures of every process)."""
+        totals = None
+        shared = self._core.shared
+        if all_processes and shared is not None:
+            totals = await self._runtime.arun(shared.refresh_totals)
+        return self._stats(totals, all_processes)
+
+    def _stats(
+        self, totals: dict[str, dict[str, int]] | None, all_processes: bool
+    ) -> dict[str, dict[str, dict[str, Any]]]:
         now = self._clock.now()
         wall = self._clock.wall()
-        return {
-            provider: {lane.name: lane_stats(lane, now, wall) for lane in list(ps.lanes.values())}
-            for provider, ps in self._core.dispatch.providers.items()
-        }
+        shared = self._core.shared
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for provider, ps in self._core.dispatch.providers.items():
+            keys = out[provider] = {}
+            for lane in list(ps.lanes.values()):
+                stats = keys[lane.name] = lane_stats(lane, now, wall)
+                if not all_processes:
+                    continue
+                if shared is None:
+                    stats["processes"] = 1
+                    continue
+                merge_totals(stats, (totals or {}).get(shared.ident(lane)))
+                stats["processes"] = shared.live
+        return out
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -385,6 +385,17 @@ class Budget:
             reservation.inferred_entry = None
             self.inferred.log.adjust(entry, -1)
 
+    def refund(self, reservation: Reservation) -> None:
+        """A request that took from this budget was not sent after all (the shared budget of
+        every process said no): everything it took is given back."""
+        self._uncount(reservation)
+        self.settle(reservation, 0)
+        if self.rpm is not None:
+            self.rpm.give_back(1)
+        if self.rpd is not None and self.day_count > 0:
+            self.day_count -= 1
+        self.release()
+
     def cool(self, now: float, seconds: float) -> None:
         self.cooldown_until = max(self.cooldown_until, now + seconds)
 

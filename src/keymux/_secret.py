@@ -19,15 +19,19 @@ def mask(value: str) -> str:
 class Secret:
     """An API key. ``repr``/``str``/formatting show a masked form; ``reveal()`` gives the value."""
 
-    __slots__ = ("_value", "key_id", "masked")
+    __slots__ = ("_value", "fingerprint", "key_id", "masked")
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
             raise TypeError("an API key must be a str")
         self._value = value
         self.masked = mask(value)
+        digest = hashlib.sha256(value.encode()).hexdigest()
         #: a short stable fingerprint, safe for logs and metrics
-        self.key_id = hashlib.sha256(value.encode()).hexdigest()[:8]
+        self.key_id = digest[:8]
+        #: a longer one (64 bits) that names the key in shared state, where keys of many
+        #: deployments meet
+        self.fingerprint = digest[:16]
 
     def reveal(self) -> str:
         """The key itself. Used only where the provider's auth header is built."""

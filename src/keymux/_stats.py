@@ -6,7 +6,18 @@ from typing import Any
 
 from ._lane import Lane
 
-__all__ = ["lane_stats"]
+__all__ = ["COUNTERS", "lane_stats", "merge_totals"]
+
+#: the counters every process adds up in shared state
+COUNTERS = (
+    "usage",
+    "successes",
+    "failures",
+    "retries",
+    "rate_limited",
+    "input_tokens",
+    "output_tokens",
+)
 
 
 def lane_stats(lane: Lane, now: float, wall: float) -> dict[str, Any]:
@@ -50,3 +61,12 @@ def lane_stats(lane: Lane, now: float, wall: float) -> dict[str, Any]:
     if models:
         out["models"] = models
     return out
+
+
+def merge_totals(stats: dict[str, Any], totals: dict[str, int] | None) -> None:
+    """One key's counters of every process (as the store sums them) in place of this
+    process's; never below this process's own (a store that lost its data)."""
+    if totals is None:
+        return
+    for name in COUNTERS:
+        stats[name] = max(int(stats[name]), int(totals.get(name, 0)))

@@ -154,15 +154,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         type=_typed(_env("WORKERS"), _count),
         default=env(_env("WORKERS"), "1"),
         metavar="N",
-        help="processes on one port (SO_REUSEPORT), each with its own multiplexer: each paces "
-        "its keys alone (env KEYMUX_WORKERS)",
+        help="processes on one port (SO_REUSEPORT), each with its own multiplexer; with "
+        "--state memory:// each paces its keys alone, with --state redis://... they share "
+        "budgets and key status (env KEYMUX_WORKERS)",
     )
     parser.add_argument(
         "--state",
         default=env(_env("STATE"), "memory://"),
         metavar="URL",
-        help="where key state lives: memory:// (this process); shared state comes later "
-        "(env KEYMUX_STATE)",
+        help="where key state lives: memory:// (this process) or redis://host:6379/0, "
+        "rediss://, redis+unix://, redis+cluster:// (shared by every worker and host on the "
+        "same URL; needs keymux[redis]) (env KEYMUX_STATE)",
     )
     parser.add_argument(
         "--timeout",

@@ -14,9 +14,10 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .._errors import ConfigError
+from ..state import parse_state_url
+from ..state._redis import import_driver
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -25,6 +26,7 @@ __all__ = [
     "check_state_url",
     "is_loopback",
     "load_tokens",
+    "masked_state_url",
 ]
 
 #: 32 MiB: Anthropic's own limit for a Messages request
@@ -121,19 +123,23 @@ def is_loopback(host: str) -> bool:
 
 
 def check_state_url(url: str) -> str:
-    """``memory://`` is all this build has; any other URL is a clear ConfigError (it may hold a
-    password, so only its scheme is repeated)."""
-    scheme = urlsplit(url.strip()).scheme.lower() if "://" in url else ""
-    if scheme == "memory":
-        return "memory://"
-    if not scheme:
+    """The state URL, checked (``memory://``, ``redis://``, ``rediss://``, ``redis+unix://``,
+    ``redis+cluster://``); a clear ConfigError otherwise, which repeats only the scheme (the
+    URL may hold a password)."""
+    if not url.strip():
         raise ConfigError(
-            "--state takes a URL such as memory:// (each process keeps its own state)"
+            "--state takes a URL: memory:// (each process keeps its own state) or "
+            "redis://host:6379/0 (every worker and host shares one)"
         )
-    raise ConfigError(
-        f"shared state ({scheme}://) is not available in this build; use --state memory:// "
-        "(each worker then paces alone)"
-    )
+    spec = parse_state_url(url)
+    if spec.shared:
+        import_driver()  # fail at start-up, naming the extra to install
+    return url.strip() if spec.shared else "memory://"
+
+
+def masked_state_url(url: str) -> str:
+    """The state URL as it may be shown (its password masked)."""
+    return parse_state_url(url).masked
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,7 @@ class ServerConfig:
     #: the largest request body accepted, in bytes
     max_body: int = DEFAULT_MAX_BODY
     workers: int = 1
+    #: where the keys' shared facts live (memory://: each process alone; redis://...: shared)
     state: str = "memory://"
     #: seconds one upstream attempt may take (the SDKs' own default is 600)
     timeout: float = 600.0

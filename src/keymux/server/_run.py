@@ -6,8 +6,10 @@ requests and streams in flight finish within ``--grace`` seconds, close, exit 0.
 ``--workers N``: N processes (spawned, so none inherits a running loop) each bind the same
 port with ``SO_REUSEPORT`` and run their own multiplexer; the kernel spreads connections
 across them. The parent only watches: a signal is passed on to every worker, and it exits once
-they have all finished (0 when they all exited 0). Budgets are per worker until shared state
-exists: each worker paces alone.
+they have all finished (0 when they all exited 0). With ``--state memory://`` each worker
+paces its keys alone (together they may send up to N times a key's limits); with
+``--state redis://...`` the workers (and every host on the same URL) share each key's
+status, budgets and counters.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .._config import Timeout
 from .._errors import ConfigError
 from .._multiplexer import Multiplexer
 from ._app import Proxy
-from ._config import ServerConfig
+from ._config import ServerConfig, masked_state_url
 
 __all__ = ["build_multiplexer", "run", "serve_async"]
 
@@ -48,6 +50,7 @@ def build_multiplexer(
         queue_size=config.queue_size,
         timeout=Timeout(total=config.timeout, connect=min(10.0, config.timeout)),
         close_grace=config.grace,
+        state=config.state,
     )
     if not any(mux.get_usage_stats().values()):
         raise ConfigError(
@@ -167,9 +170,14 @@ def _run_workers(config: ServerConfig, environ: Mapping[str, str] | None) -> int
                     break
         if all(event.is_set() for event in ready) and not stopping:
             root = f"http://{config.host}:{config.port}"
+            sharing = (
+                "each worker paces its keys alone"
+                if config.state == "memory://"
+                else f"state shared at {masked_state_url(config.state)}"
+            )
             _say(
                 f"listening on {root} with {config.workers} workers ({summary} keys each; "
-                "each worker paces its keys alone)"
+                f"{sharing})"
             )
         elif not stopping:
             _say("a worker did not start; stopping the others")
