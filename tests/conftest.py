@@ -362,3 +362,41 @@ def emulate_process(tmp_path: Path) -> Iterator[Callable[..., EmulateProcess]]:
                 proc.wait(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# --- redis-server for the shared-state tests ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One ``redis-server`` for the session (tests keep apart by a prefix each)."""
+    from redis_support import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix of this test's own."""
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def redis_url(redis_server: Any, redis_prefix: str) -> str:
+    """A state URL on the session's redis-server, with this test's own prefix."""
+    url: str = redis_server.url(redis_prefix)
+    return url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A ``redis-server`` of this test's own (to stop, pause and restart)."""
+    from redis_support import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

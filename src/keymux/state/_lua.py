@@ -207,7 +207,7 @@ return 1
 STATUS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local op, ttl = ARGV[3], tonumber(ARGV[10])
+local op, ttl = ARGV[3], tonumber(ARGV[9])
 local untilv = 0
 if op == 'disable' then
   redis.call('HSET', KEYS[1], 'dis', ARGV[7], 'err', ARGV[8], 'at', now)
@@ -223,7 +223,7 @@ else
   if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 end
 redis.call('PUBLISH', ARGV[1], cjson.encode({o = ARGV[2], op = op, t = ARGV[4], s = ARGV[5],
-  l = ARGV[11], u = string.format('%.0f', untilv), r = ARGV[7], e = ARGV[8]}))
+  l = ARGV[10], u = string.format('%.0f', untilv), r = ARGV[7], e = ARGV[8]}))
 return untilv
 """
 
