@@ -89,11 +89,14 @@ class RedisStore(Store):
     def _options(self, *, read_timeout: float | None) -> dict[str, Any]:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         return {
             "socket_timeout": read_timeout,
             "socket_connect_timeout": max(self.timeout, 0.5),
-            "retry": Retry(NoBackoff(), 0),
+            # a pooled connection the server closed (a restart) is tried once more on a new
+            # one; a timeout is not: it is the store being slow, and the caller goes on
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         }
 
     def _nodes(self) -> list[tuple[str, int]]:

@@ -33,7 +33,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import AuthenticationError, QuotaExhaustedError
-from .._pacing import LearnedWindow, window_span
+from .._pacing import SKEW_ABS, SKEW_REL, LearnedWindow, window_span
 from ._keys import group_tag, key_ident
 from ._store import COUNTERS, DEFAULT_SPAN, Ask, Change, Event, Settle, Store, StoreError
 
@@ -165,9 +165,9 @@ class Shared:
             member,
             req.tokens,
             0.0 if learned_r is None else learned_r.limit,
-            0.0 if learned_r is None else learned_r.length or 0.0,
+            _span(learned_r),
             0.0 if learned_t is None else learned_t.limit,
-            0.0 if learned_t is None else learned_t.length or 0.0,
+            _span(learned_t),
             0.0 if rpm is None else rpm.interval,
             0.0 if tpm is None else tpm.interval,
             budget.rpd or 0.0,
@@ -210,9 +210,10 @@ class Shared:
         ):
             if window is None:
                 continue
-            if length > (window.length or 0.0):
-                window.length = length
-                window.log.set_span(window_span(length))
+            if length > _span(window) + 1e-6:
+                # another process saw a longer window: the log keeps that long here too
+                window.length = (length - SKEW_ABS) / (1.0 + SKEW_REL)
+                window.log.set_span(length)
             others = total - window.log.used(now)
             if others <= 0:
                 continue
@@ -261,9 +262,9 @@ class Shared:
             return
         facts = (
             0.0 if learned_r is None else learned_r.limit,
-            0.0 if learned_r is None else learned_r.length or 0.0,
+            _span(learned_r),
             0.0 if learned_t is None else learned_t.limit,
-            0.0 if learned_t is None else learned_t.length or 0.0,
+            _span(learned_t),
         )
         tag = self._tag(lane)
         where = (tag, req.scope)
@@ -526,6 +527,7 @@ class Shared:
                 async with asyncio.timeout(max(self.timeout, 1.0)):
                     await self._flush_counts()
                     self.totals = await self.store.counts(idents)
+                    await self._beat()
             except (StoreError, TimeoutError) as exc:
                 self._down(exc)
         return self.totals
@@ -628,6 +630,7 @@ class Shared:
             try:
                 async with asyncio.timeout(max(self.timeout, 1.0)):
                     if not self.up:
+                        await self.store.close()  # fresh connections: the old may be dead
                         await self._beat()
                         await self._resync()
                         self._unshare()
@@ -714,3 +717,12 @@ class Shared:
             "outages": self.outages,
         }
 
+
+
+def _span(window: LearnedWindow | None) -> float:
+    """The span a learned window is counted over (its length and the margin for the skew
+    between sending and arriving, as the local log keeps it); 0 while it is not learned. The
+    store keeps spans: what every process counts its sends over."""
+    if window is None or window.length is None:
+        return 0.0
+    return window_span(window.length)
