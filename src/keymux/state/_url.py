@@ -115,8 +115,8 @@ def parse_state_url(url: object) -> StateURL:
     if scheme == "redis+unix":
         if not split.path:
             raise ConfigError(f"{masked}: redis+unix:// needs a socket path")
-        query = f"?{urlencode(rest)}" if rest else ""
-        driver = f"unix://{split.netloc}{split.path}{query}"
+        tail = f"?{urlencode(rest)}" if rest else ""
+        driver = f"unix://{split.netloc}{split.path}{tail}"
     elif scheme == "redis+cluster":
         if not split.netloc:
             raise ConfigError(f"{masked}: redis+cluster:// needs host:port of a cluster node")
