@@ -179,7 +179,7 @@ async def test_cooldowns_and_parking_are_heard_by_every_process(
     start_emulator: StartEmulator, redis_url: str
 ) -> None:
     server = start_emulator(EmulatorKey("openai", fake_key("openai", "a"), label="a"))
-    first, second = muxes(server, redis_url, ("a",), 2, [SkewedClock(3600.0), SkewedClock(-7200.0)])
+    first, second = muxes(server, redis_url, ("a",), 2, [SkewedClock(3600.0), SkewedClock(7 * 86_400.0)])
     try:
         for mux in (first, second):
             await call(mux)
@@ -213,7 +213,7 @@ async def test_skewed_clocks_pace_together(start_emulator: StartEmulator, redis_
         window=1.0,
         rate_model="sliding",
     )
-    clocks = [SkewedClock(0.0), SkewedClock(86_400.0 * 3), SkewedClock(-5_000.0)]
+    clocks = [SkewedClock(0.0), SkewedClock(86_400.0 * 3), SkewedClock(10_000.0)]
     group = muxes(server, redis_url, ("a",), 3, clocks)
     try:
         results = await asyncio.gather(*(call(group[i % 3]) for i in range(18)))
