@@ -156,6 +156,26 @@ class RedisCluster:
             node.stop()
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_port() -> int:
+    """A free port of at most 55535 whose cluster bus port (+10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def start_cluster(directory: Path, masters: int = 3) -> RedisCluster:
     cli = redis_binary("redis-cli")
     cluster = RedisCluster()
@@ -163,6 +183,7 @@ def start_cluster(directory: Path, masters: int = 3) -> RedisCluster:
         for i in range(masters):
             node = RedisServer(
                 directory / f"node{i}",
+                port=cluster_port(),
                 extra=(
                     "--cluster-enabled",
                     "yes",
