@@ -60,7 +60,9 @@ async def test_processes_share_through_a_cluster(
     for _ in range(2):
         mux = Multiplexer(state=cluster.url + "?prefix=cl", initial_retry_delay=0.01)
         for name in names:
-            mux.add_key("openai", name, fake_key("openai", name), base_url=server.base_url("openai"))
+            mux.add_key(
+                "openai", name, fake_key("openai", name), base_url=server.base_url("openai")
+            )
         group.append(mux)
     try:
         answers = await asyncio.gather(

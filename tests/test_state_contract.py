@@ -253,9 +253,7 @@ async def test_everything_written_has_a_ttl(redis_server: Any, redis_prefix: str
     made = RedisStore(parse_state_url(redis_server.url(redis_prefix)))
     ident = key_ident("openai", "0123456789abcdef")
     try:
-        v = await made.reserve(
-            Ask(TAG, SCOPE, "a", 5, 10, 10.0, 100, 10.0, 1.0, 0.01, 1000)
-        )
+        v = await made.reserve(Ask(TAG, SCOPE, "a", 5, 10, 10.0, 100, 10.0, 1.0, 0.01, 1000))
         await made.settle([Settle(TAG, SCOPE, "a", v.now, 5, 7, False, 10, 10.0, 100, 10.0)])
         await made.change(
             [
@@ -273,9 +271,7 @@ async def test_everything_written_has_a_ttl(redis_server: Any, redis_prefix: str
     keys = sorted(k.decode() for k in client.scan_iter(match=f"{redis_prefix}:*"))
     base = f"{redis_prefix}:{{{TAG}}}"
     assert keys == sorted(
-        [
-            f"{base}:{kind}:{SCOPE}" for kind in ("rq", "tk", "tt", "lm")
-        ]
+        [f"{base}:{kind}:{SCOPE}" for kind in ("rq", "tk", "tt", "lm")]
         + [f"{base}:st", f"{base}:n", f"{redis_prefix}:procs"]
     )
     for key in keys:
@@ -308,3 +304,26 @@ def test_state_urls_are_parsed_and_masked() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             parse_state_url(bad)
+
+
+async def test_scripts_lost_by_the_server_are_loaded_again(
+    redis_server: Any, redis_prefix: str
+) -> None:
+    from keymux.state._redis import RedisStore
+
+    made = RedisStore(parse_state_url(redis_server.url(redis_prefix)))
+    ident = key_ident("openai", "0123456789abcdef")
+    try:
+        await made.change([Change("cool", ident, None, 5.0)], "p1")
+        client: Any = redis_server.client()
+        client.script_flush()  # what a restart does
+        client.close()
+        first = await made.reserve(ask("a", req_limit=5, req_window=10.0))
+        assert first.ok
+        await made.settle([Settle(TAG, SCOPE, "a", first.now, 0, refused=True)])
+        await made.change([Change("park", ident, None, 5.0)], "p1")
+        snap = await made.status([ident], [])
+        assert snap.keys[ident].park > snap.now
+        assert (await made.reserve(ask("b", req_limit=5, req_window=10.0))).requests == 1
+    finally:
+        await made.close()

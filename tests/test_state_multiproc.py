@@ -89,9 +89,7 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 def register(emu: EmulateProcess, names: list[str], **settings: Any) -> None:
-    body = [
-        {"provider": "openai", "key": secret(n), "label": n, **settings} for n in names
-    ]
+    body = [{"provider": "openai", "key": secret(n), "label": n, **settings} for n in names]
     req = urllib.request.Request(
         emu.root + "/_emulator/keys",
         data=json.dumps(body).encode(),

@@ -58,7 +58,9 @@ def muxes(
             clock=None if clocks is None else clocks[i],
         )
         for name in names:
-            mux.add_key("openai", name, fake_key("openai", name), base_url=server.base_url("openai"))
+            mux.add_key(
+                "openai", name, fake_key("openai", name), base_url=server.base_url("openai")
+            )
         out.append(mux)
     return out
 
@@ -179,7 +181,9 @@ async def test_cooldowns_and_parking_are_heard_by_every_process(
     start_emulator: StartEmulator, redis_url: str
 ) -> None:
     server = start_emulator(EmulatorKey("openai", fake_key("openai", "a"), label="a"))
-    first, second = muxes(server, redis_url, ("a",), 2, [SkewedClock(3600.0), SkewedClock(7 * 86_400.0)])
+    first, second = muxes(
+        server, redis_url, ("a",), 2, [SkewedClock(3600.0), SkewedClock(7 * 86_400.0)]
+    )
     try:
         for mux in (first, second):
             await call(mux)

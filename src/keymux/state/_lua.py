@@ -17,7 +17,27 @@ Budget keys, per model scope (``P`` is the prefix, ``T`` the tag, ``S`` the scop
 
 from __future__ import annotations
 
-__all__ = ["BEAT", "RESERVE", "SETTLE", "STATUS"]
+from ._store import DAY, DEFAULT_SPAN, GCRA_SLACK, GCRA_TOLERANCE
+
+__all__ = ["BEAT", "LIMITS_TTL_MS", "RESERVE", "SETTLE", "STATUS"]
+
+#: learned limits and the model's status outlive the logs: a day after their last change
+LIMITS_TTL_MS = int(DAY * 1000)
+
+_CONSTANTS = {
+    "@SPAN@": int(DEFAULT_SPAN * 1_000_000),
+    "@SLACK@": int(GCRA_SLACK * 1_000_000),
+    "@TOLERANCE@": int(GCRA_TOLERANCE * 1_000_000),
+    "@LIMITS_TTL@": LIMITS_TTL_MS,
+    "@DAY@": int(DAY * 1_000_000),
+}
+
+
+def _fill(script: str) -> str:
+    for name, value in _CONSTANTS.items():
+        script = script.replace(name, str(value))
+    return script
+
 
 _HELPERS = """
 local function now_us()
@@ -49,7 +69,7 @@ end
 
 #: may this send go? KEYS: rq, tk, tt, lm. ARGV: member, tokens, rl, rw, tl, tw (what the asking
 #: process knows; 0 unknown; windows in µs), rpm interval, tpm interval (µs per unit; 0 none),
-#: rpd (0 none), default span, gcra slack, gcra tolerance, limits' ttl (ms), day (µs).
+#: rpd (0 none). The constants (@NAME@) are filled in below.
 #: Returns: ok, now, requests, oldest request, tokens, oldest token, rl, rw, tl, tw, rpm tat,
 #: tpm tat, day count, day start, wait, cool, park.
 RESERVE = (
@@ -59,8 +79,7 @@ local now = now_us()
 local member, tokens = ARGV[1], tonumber(ARGV[2])
 local rl, rw, tl, tw = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local rpm_i, tpm_i, rpd = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local span0, slack, tol = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-local lm_ttl, day = tonumber(ARGV[13]), tonumber(ARGV[14])
+local span0, slack, tol, lm_ttl, day = @SPAN@, @SLACK@, @TOLERANCE@, @LIMITS_TTL@, @DAY@
 local h = redis.call('HMGET', KEYS[4], 'rl', 'rw', 'tl', 'tw', 'cool', 'park', 'rpm', 'tpm',
   'dc', 'ds')
 local function low(a, b) if a > 0 and b > 0 then return math.min(a, b) end return math.max(a, b) end
@@ -151,9 +170,10 @@ return {ok, now, count, oldest, total, toldest, rl, rw, tl, tw, rpm_tat, tpm_tat
   cool, park}
 """
 )
+RESERVE = _fill(RESERVE)
 
 #: a correction. KEYS: rq, tk, tt, lm. ARGV: member, sent (µs, 0: no send), estimate, actual
-#: (-1: keep), refused (0/1), rl, rw, tl, tw (learned; 0 none), default span, limits' ttl (ms).
+#: (-1: keep), refused (0/1), rl, rw, tl, tw (learned; 0 none).
 SETTLE = (
     _HELPERS
     + """
@@ -161,7 +181,7 @@ local now = now_us()
 local member, sent, est = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local actual, refused = tonumber(ARGV[4]), tonumber(ARGV[5])
 local rl, rw, tl, tw = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local span0, lm_ttl = tonumber(ARGV[10]), tonumber(ARGV[11])
+local span0, lm_ttl = @SPAN@, @LIMITS_TTL@
 if sent > 0 then
   if refused == 1 then
     redis.call('ZREM', KEYS[1], member)
@@ -198,6 +218,7 @@ end
 return 1
 """
 )
+SETTLE = _fill(SETTLE)
 
 #: a status change, pushed to every process. KEYS: the key's status hash (P:{T}:st) or a
 #: budget scope's limits hash (P:{T}:lm:S). ARGV: channel, origin, op (disable, enable, cool,

@@ -20,9 +20,6 @@ from .._errors import ConfigError
 from . import _keys, _lua
 from ._store import (
     DAY,
-    DEFAULT_SPAN,
-    GCRA_SLACK,
-    GCRA_TOLERANCE,
     Ask,
     Change,
     Event,
@@ -38,8 +35,7 @@ from ._url import StateURL
 __all__ = ["RedisStore", "import_driver"]
 
 _US = 1_000_000
-#: learned limits and the model's status outlive the logs: a day after their last change
-LIMITS_TTL_MS = int(DAY * 1000)
+LIMITS_TTL_MS = _lua.LIMITS_TTL_MS
 #: a disabled key's status: a week after it was disabled
 STATUS_TTL_MS = 7 * int(DAY * 1000)
 #: counters: a week after their last change
@@ -83,6 +79,8 @@ class RedisStore(Store):
         self._client: Any = None
         self._reserve_script: Any = None
         self._beat_script: Any = None
+        #: the pipelined scripts' SHA1s (loaded on first use, again after a restart)
+        self._shas: dict[str, str] = {}
 
     # -- connections ------------------------------------------------------------------------
 
@@ -139,6 +137,36 @@ class RedisStore(Store):
             self._reserve_script = self._client.register_script(_lua.RESERVE)
             self._beat_script = self._client.register_script(_lua.BEAT)
 
+    async def _load_scripts(self, client: Any) -> None:
+        """The pipelined scripts, loaded (on every master of a cluster)."""
+        for script in (_lua.SETTLE, _lua.STATUS):
+            self._shas[script] = await client.script_load(script)
+
+    async def _scripted(self, build: Callable[[Callable[..., None]], None]) -> list[Any]:
+        """A pipeline of scripts: ``build(run)`` queues them with ``run(script, numkeys,
+        *keys_and_args)``. On one server they go as EVALSHA; when the server lost them (a
+        restart) they are loaded and the pipeline runs once more (none of it ran: every
+        command failed alike). A cluster pipeline takes only EVAL (redis-py's rule)."""
+        from redis.exceptions import NoScriptError
+
+        client = await self._ready()
+        cluster = self._spec.kind == "cluster"
+        if not cluster and not self._shas:
+            await self._load_scripts(client)
+        for attempt in (1, 2):
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    if cluster:
+                        build(pipe.eval)
+                    else:
+                        build(lambda script, *args: pipe.evalsha(self._shas[script], *args))
+                    return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self._load_scripts(client)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
@@ -170,11 +198,6 @@ class RedisStore(Store):
                     _us(ask.rpm_interval),
                     _us(ask.tpm_interval),
                     ask.rpd,
-                    _us(DEFAULT_SPAN),
-                    _us(GCRA_SLACK),
-                    _us(GCRA_TOLERANCE),
-                    LIMITS_TTL_MS,
-                    _us(DAY),
                 ),
                 client=client,
             )
@@ -203,27 +226,26 @@ class RedisStore(Store):
     async def settle(self, items: Sequence[Settle]) -> None:
         if not items:
             return
+
+        def build(run: Callable[..., None]) -> None:
+            for s in items:
+                run(
+                    _lua.SETTLE,
+                    4,
+                    *_keys.budget_keys(self.prefix, s.tag, s.scope),
+                    s.member,
+                    _us(s.sent),
+                    s.estimate,
+                    s.actual,
+                    int(s.refused),
+                    s.req_limit,
+                    _us(s.req_window),
+                    s.tok_limit,
+                    _us(s.tok_window),
+                )
+
         try:
-            client = await self._ready()
-            async with client.pipeline(transaction=False) as pipe:
-                for s in items:
-                    pipe.eval(
-                        _lua.SETTLE,
-                        4,
-                        *_keys.budget_keys(self.prefix, s.tag, s.scope),
-                        s.member,
-                        _us(s.sent),
-                        s.estimate,
-                        s.actual,
-                        int(s.refused),
-                        s.req_limit,
-                        _us(s.req_window),
-                        s.tok_limit,
-                        _us(s.tok_window),
-                        _us(DEFAULT_SPAN),
-                        LIMITS_TTL_MS,
-                    )
-                await pipe.execute()
+            await self._scripted(build)
         except Exception as exc:
             raise _failure(exc) from exc
 
@@ -232,38 +254,37 @@ class RedisStore(Store):
     async def change(self, changes: Sequence[Change], origin: str) -> list[float]:
         if not changes:
             return []
+
+        def build(run: Callable[..., None]) -> None:
+            for c in changes:
+                key = (
+                    _keys.status_key(self.prefix, c.target)
+                    if c.scope is None
+                    else _keys.budget_keys(self.prefix, c.target, c.scope)[3]
+                )
+                run(
+                    _lua.STATUS,
+                    1,
+                    key,
+                    self.channel,
+                    origin,
+                    c.op,
+                    c.target,
+                    "" if c.scope is None else c.scope,
+                    c.seconds,
+                    c.reason,
+                    c.error,
+                    STATUS_TTL_MS if c.scope is None else LIMITS_TTL_MS,
+                    "k" if c.scope is None else "b",
+                )
+
         try:
-            client = await self._ready()
-            async with client.pipeline(transaction=False) as pipe:
-                for c in changes:
-                    key = (
-                        _keys.status_key(self.prefix, c.target)
-                        if c.scope is None
-                        else _keys.budget_keys(self.prefix, c.target, c.scope)[3]
-                    )
-                    pipe.eval(
-                        _lua.STATUS,
-                        1,
-                        key,
-                        self.channel,
-                        origin,
-                        c.op,
-                        c.target,
-                        "" if c.scope is None else c.scope,
-                        c.seconds,
-                        c.reason,
-                        c.error,
-                        STATUS_TTL_MS if c.scope is None else LIMITS_TTL_MS,
-                        "k" if c.scope is None else "b",
-                    )
-                results = await pipe.execute()
+            results = await self._scripted(build)
         except Exception as exc:
             raise _failure(exc) from exc
         return [_s(r) for r in results]
 
-    async def status(
-        self, keys: Sequence[str], budgets: Sequence[tuple[str, str]]
-    ) -> Snapshot:
+    async def status(self, keys: Sequence[str], budgets: Sequence[tuple[str, str]]) -> Snapshot:
         try:
             client = await self._ready()
             now = await client.time()

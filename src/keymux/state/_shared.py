@@ -105,6 +105,7 @@ class Shared:
         self.reserves = 0
         self.refusals = 0
         self.reserve_seconds = 0.0
+        self.flushes = 0  # pipelines of settles and changes, off the critical path
         self.outages = 0
 
     def attach(self, core: Core) -> None:
@@ -273,11 +274,15 @@ class Shared:
             self._settle(Settle(tag, req.scope, "", 0.0, 0, -1, False, *facts))
 
     def succeeded(self, req: Request, tokens: int) -> None:
-        """The attempt's answer was read: its real token usage (0: not reported)."""
+        """The attempt's answer was read: its real token usage (0: not reported), recorded
+        where tokens are budgeted (a token window learned, or a configured tpm)."""
         ticket = req.ticket
         if ticket is None:
             return
         req.ticket = None
+        budget = req.budget
+        if budget is None or (budget.learned_tokens is None and budget.tpm is None):
+            return
         if tokens and tokens != ticket.tokens and self.up:
             self._settle(
                 Settle(ticket.tag, ticket.scope, ticket.member, ticket.sent, ticket.tokens, tokens)
@@ -342,6 +347,7 @@ class Shared:
             while self.up and (self._changes or self._settles):
                 changes, self._changes = self._changes, []
                 settles, self._settles = self._settles, []
+                self.flushes += 1
                 try:
                     async with asyncio.timeout(max(self.timeout, 1.0)):
                         if changes:
@@ -416,9 +422,7 @@ class Shared:
         assert self.core is not None
         why = f"{reason} (seen by another process)"
         if error == "quota":
-            self.core.disable(
-                lane, why, error=QuotaExhaustedError, probe_after=QUOTA_PROBE_FIRST
-            )
+            self.core.disable(lane, why, error=QuotaExhaustedError, probe_after=QUOTA_PROBE_FIRST)
         else:
             self.core.disable(lane, why, error=AuthenticationError)
 
@@ -711,12 +715,12 @@ class Shared:
             "processes": self.live,
             "reserves": self.reserves,
             "refused": self.refusals,
+            "flushes": self.flushes,
             "reserve_ms_avg": round(1000 * self.reserve_seconds / self.reserves, 4)
             if self.reserves
             else None,
             "outages": self.outages,
         }
-
 
 
 def _span(window: LearnedWindow | None) -> float:

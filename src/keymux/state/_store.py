@@ -194,9 +194,7 @@ class Store(abc.ABC):
         time it lasts until (0 for the others)."""
 
     @abc.abstractmethod
-    async def status(
-        self, keys: Sequence[str], budgets: Sequence[tuple[str, str]]
-    ) -> Snapshot:
+    async def status(self, keys: Sequence[str], budgets: Sequence[tuple[str, str]]) -> Snapshot:
         """The recorded status of these keys and budget scopes."""
 
     @abc.abstractmethod
@@ -432,9 +430,7 @@ class MemoryStore(Store):
                 handler(event)
         return out
 
-    async def status(
-        self, keys: Sequence[str], budgets: Sequence[tuple[str, str]]
-    ) -> Snapshot:
+    async def status(self, keys: Sequence[str], budgets: Sequence[tuple[str, str]]) -> Snapshot:
         snap = Snapshot(self._clock())
         for ident in keys:
             found = self._keys.get(ident)
