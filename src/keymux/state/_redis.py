@@ -81,6 +81,9 @@ class RedisStore(Store):
         self._beat_script: Any = None
         #: the pipelined scripts' SHA1s (loaded on first use, again after a restart)
         self._shas: dict[str, str] = {}
+        #: reserves waiting for the end of this turn of the loop, and batches on their way
+        self._batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -139,7 +142,7 @@ class RedisStore(Store):
 
     async def _load_scripts(self, client: Any) -> None:
         """The pipelined scripts, loaded (on every master of a cluster)."""
-        for script in (_lua.SETTLE, _lua.STATUS):
+        for script in (_lua.RESERVE, _lua.SETTLE, _lua.STATUS):
             self._shas[script] = await client.script_load(script)
 
     async def _scripted(self, build: Callable[[Callable[..., None]], None]) -> list[Any]:
@@ -175,6 +178,8 @@ class RedisStore(Store):
 
     def forget(self) -> None:
         self._client = None
+        self._batch = []
+        self._sending = set()
 
     async def _ready(self) -> Any:
         if self._client is None:
@@ -184,44 +189,57 @@ class RedisStore(Store):
     # -- budgets ----------------------------------------------------------------------------
 
     async def reserve(self, ask: Ask) -> Verdict:
-        try:
-            client = await self._ready()
-            r = await self._reserve_script(
-                keys=_keys.budget_keys(self.prefix, ask.tag, ask.scope),
-                args=(
-                    ask.member,
-                    ask.tokens,
-                    ask.req_limit,
-                    _us(ask.req_window),
-                    ask.tok_limit,
-                    _us(ask.tok_window),
-                    _us(ask.rpm_interval),
-                    _us(ask.tpm_interval),
-                    ask.rpd,
-                ),
-                client=client,
-            )
-        except Exception as exc:
-            raise _failure(exc) from exc
-        return Verdict(
-            ok=bool(r[0]),
-            now=_s(r[1]),
-            requests=int(r[2]),
-            requests_oldest=_s(r[3]),
-            tokens=int(r[4]),
-            tokens_oldest=_s(r[5]),
-            req_limit=float(r[6]),
-            req_window=_s(r[7]),
-            tok_limit=float(r[8]),
-            tok_window=_s(r[9]),
-            rpm_tat=_s(r[10]),
-            tpm_tat=_s(r[11]),
-            day_count=int(r[12]),
-            day_start=_s(r[13]),
-            wait=_s(r[14]),
-            cool=_s(r[15]),
-            park=_s(r[16]),
+        keys_and_args = (
+            *_keys.budget_keys(self.prefix, ask.tag, ask.scope),
+            ask.member,
+            ask.tokens,
+            ask.req_limit,
+            _us(ask.req_window),
+            ask.tok_limit,
+            _us(ask.tok_window),
+            _us(ask.rpm_interval),
+            _us(ask.tpm_interval),
+            ask.rpd,
         )
+        if self._spec.kind == "cluster":
+            try:
+                client = await self._ready()
+                r = await self._reserve_script(
+                    keys=keys_and_args[:4], args=keys_and_args[4:], client=client
+                )
+            except Exception as exc:
+                raise _failure(exc) from exc
+        else:
+            # the reserves of one turn of the loop go out together: one pipeline, one write
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._batch.append((keys_and_args, future))
+            if len(self._batch) == 1:
+                asyncio.get_running_loop().call_soon(self._send_batch)
+            r = await future
+        return _verdict(r)
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.ensure_future(self._run_batch(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _run_batch(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        def build(run: Callable[..., None]) -> None:
+            for keys_and_args, _ in batch:
+                run(_lua.RESERVE, 4, *keys_and_args)
+
+        try:
+            results = await self._scripted(build)
+        except Exception as exc:
+            error = _failure(exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def settle(self, items: Sequence[Settle]) -> None:
         if not items:
@@ -414,3 +432,25 @@ def _failure(exc: BaseException) -> StoreError:
     name = type(exc).__name__
     detail = str(exc) or name
     return StoreError(f"{name}: {detail}" if detail != name else name)
+
+
+def _verdict(r: Sequence[Any]) -> Verdict:
+    return Verdict(
+        ok=bool(r[0]),
+        now=_s(r[1]),
+        requests=int(r[2]),
+        requests_oldest=_s(r[3]),
+        tokens=int(r[4]),
+        tokens_oldest=_s(r[5]),
+        req_limit=float(r[6]),
+        req_window=_s(r[7]),
+        tok_limit=float(r[8]),
+        tok_window=_s(r[9]),
+        rpm_tat=_s(r[10]),
+        tpm_tat=_s(r[11]),
+        day_count=int(r[12]),
+        day_start=_s(r[13]),
+        wait=_s(r[14]),
+        cool=_s(r[15]),
+        park=_s(r[16]),
+    )
