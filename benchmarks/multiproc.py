@@ -91,7 +91,8 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
-    await asyncio.sleep(max(0.0, args.start_at - time.time()))
+    print("ready", flush=True)  # then wait for the parent's "go": every worker starts at once
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     started, cpu0 = time.time(), cpu()
     await asyncio.gather(*(caller() for _ in range(args.callers)))
     finished, spent = time.time(), cpu() - cpu0
@@ -251,7 +252,6 @@ def spawn(
     base_url: str,
     keys: list[str],
     requests: int,
-    start_at: float,
     callers: int,
     concurrency: int = CONCURRENCY,
 ) -> subprocess.Popen[str]:
@@ -267,14 +267,14 @@ def spawn(
         ",".join(keys),
         "--requests",
         str(requests),
-        "--start-at",
-        repr(start_at),
         "--callers",
         str(callers),
         "--concurrency",
         str(concurrency),
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def run(
@@ -294,19 +294,17 @@ def run(
     result = Run(label, requests, capacity)
     emu.post("/_emulator/reset", {})
     share = [requests // processes + (i < requests % processes) for i in range(processes)]
-    start_at = time.time() + 1.5  # every worker imported and ready by then
     procs = [
-        spawn(
-            state,
-            emu.base_url("openai"),
-            keys,
-            n,
-            start_at,
-            callers or KEYS * concurrency,
-            concurrency,
-        )
+        spawn(state, emu.base_url("openai"), keys, n, callers or KEYS * concurrency, concurrency)
         for n in share
     ]
+    for proc in procs:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     if during is not None:
         during(result, keys, procs)
     for proc in procs:
@@ -377,7 +375,7 @@ def pacing_table(runs: list[Run]) -> str:
     )
 
 
-def cost_table(memory: Run, shared: Run) -> tuple[str, list[str]]:
+def cost_table(memory: Run, shared: Run, alone: Run | None) -> tuple[str, list[str]]:
     def per(r: Run) -> float:
         return 1000 * sum(x["cpu"] for x in r.results) / max(1, r.ok)
 
@@ -398,6 +396,12 @@ def cost_table(memory: Run, shared: Run) -> tuple[str, list[str]]:
         notes.append(
             f"redis:// adds {1000 * (per(shared) - per(memory)):.0f} µs of client CPU per "
             f"request; {info['refused']} of {info['reserves']} reserves said no"
+        )
+    if alone is not None and alone.results and alone.results[0]["shared"]:
+        mean = alone.results[0]["shared"]["reserve_ms_avg"]
+        notes.append(
+            f"a reserve with 1 request in flight: {1000 * mean:.0f} µs wall (one round trip, "
+            "loopback)"
         )
     text = table(
         [
@@ -423,12 +427,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--base-url", help=argparse.SUPPRESS)
     p.add_argument("--keys", help=argparse.SUPPRESS)
     p.add_argument("--requests", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--callers", type=int, default=KEYS * CONCURRENCY, help=argparse.SUPPRESS)
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.windows = 1.5
+        args.windows = 1.0
     return args
 
 
@@ -437,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         return worker_main(args)
     requests = round(args.windows * KEYS * LIMIT)
-    cost_requests = 300 if args.quick else 3000
+    cost_requests = 200 if args.quick else 3000
     print(
         f"keymux multi-process benchmark ({machine()}); emulator and redis-server are "
         "separate processes on 127.0.0.1"
@@ -536,7 +539,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 callers=100,
                 concurrency=25,
             )
-            text, notes = cost_table(memory_cost, redis_cost)
+            alone = run(
+                emu,
+                "cost redis:// alone",
+                redis.url("b5"),
+                100 if args.quick else 500,
+                processes=1,
+                rpm=None,
+                callers=1,
+                concurrency=1,
+            )
+            text, notes = cost_table(memory_cost, redis_cost, alone)
             print(text)
             for note in notes:
                 print(note)

@@ -75,3 +75,19 @@ def test_scale_quick(capsys: pytest.CaptureFixture[str]) -> None:
     assert re.search(r"^keymux, 40 keys\s+300\s+200\s+100\s.*none$", out, re.MULTILINE)
     assert len(re.findall(r"^aiohttp \(baseline\)\s+300\s.*1\.00x.*none$", out, re.M)) == 2
     assert "errors: none" in out
+
+
+def test_multiproc_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    multiproc = _load("multiproc")
+    assert multiproc.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^memory://\s+[\d.]+\s+\d+", out, re.MULTILINE)
+    if "redis:// rows are skipped" in out:
+        return
+    for row in ("redis://", "redis://, key 0 revoked halfway", "redis://, Redis restarted halfway"):
+        assert re.search(rf"^{re.escape(row)}\s+[\d.]+\s+\d+", out, re.MULTILINE), row
+    assert re.search(r"^(PASS|MISS)  redis://: goodput [\d.]+", out, re.MULTILINE)
+    assert re.search(r"^(PASS|MISS)  revoked key: \d+ requests across 4 processes", out, re.M)
+    assert re.search(r"^(PASS|MISS)  Redis restart: \d+ of \d+ answered, 0 failed", out, re.M)
+    assert "per-attempt cost" in out
+    assert re.search(r"^redis://\s+[\d.]+\s+1\.000\s", out, re.MULTILINE)
