@@ -417,6 +417,27 @@ def cost_table(memory: Run, shared: Run, alone: Run | None) -> tuple[str, list[s
     return text, notes
 
 
+def store_round_trip(url: str, n: int) -> float:
+    """Mean seconds of one reserve against the store alone, one after another (no keymux
+    request around it): the round trip and the script."""
+    from keymux.state import parse_state_url
+    from keymux.state._redis import RedisStore
+    from keymux.state._store import Ask
+
+    async def go() -> float:
+        store = RedisStore(parse_state_url(url))
+        await store.connect()
+        await store.reserve(Ask("bench", "m", "warm"))
+        started = time.perf_counter()
+        for i in range(n):
+            await store.reserve(Ask("bench", "m", f"r{i}", req_limit=1e9, req_window=60.0))
+        spent = time.perf_counter() - started
+        await store.close()
+        return spent / n
+
+    return asyncio.run(go())
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a smoke run")
@@ -550,6 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 concurrency=1,
             )
             text, notes = cost_table(memory_cost, redis_cost, alone)
+            alone_s = store_round_trip(redis.url("b6"), 200 if args.quick else 2000)
+            notes.append(
+                f"the reserve script alone, one after another: {1e6 * alone_s:.0f} µs per round "
+                "trip (redis-py asyncio + hiredis, loopback)"
+            )
             print(text)
             for note in notes:
                 print(note)
