@@ -38,6 +38,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/goodput.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/proxy.py
+	$(BIN)/python benchmarks/multiproc.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
