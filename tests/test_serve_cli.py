@@ -252,6 +252,34 @@ def test_workers_share_one_port(
         assert not [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == str(proc.pid)]
 
 
+@pytest.mark.skipif(not hasattr(__import__("socket"), "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+def test_workers_share_state_on_redis(
+    tmp_path: Path, upstream: GatedUpstream, procs: list[subprocess.Popen[str]], redis_url: str
+) -> None:
+    """``--state redis://... --workers 2``: both workers count in Redis, under one key."""
+    import redis
+
+    upstream.gate.set()
+    port = free_port()
+    state = redis_url.replace("redis://", "redis://:@", 1)  # an empty password is fine
+    proc = _serve(tmp_path, _env(upstream), "--port", str(port), "--workers", "2", "--state", state)
+    procs.append(proc)
+    lines = _line(proc.stderr, "with 2 workers")
+    assert "state shared at redis://:***@127.0.0.1:" in lines
+    root = f"http://127.0.0.1:{port}"
+    for _ in range(6):
+        answer = request("POST", root + "/v1/chat/completions", {"messages": HI}, headers=BEARER)
+        assert answer.status == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    prefix = redis_url.rsplit("prefix=", 1)[1]
+    client = redis.Redis.from_url(redis_url.split("?")[0])
+    counters = [client.hgetall(k) for k in client.scan_iter(match=f"{prefix}:*:n")]
+    client.close()
+    assert len(counters) == 1  # one key, whichever worker sent with it
+    assert int(counters[0][b"successes"]) == 6
+
+
 def _parent(pid: str) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -90,8 +90,11 @@ async def serve_async(
     try:
         if not quiet:
             auth = "no auth (--no-auth)" if config.no_auth else f"{len(config.tokens)} token(s)"
+            state = (
+                "" if config.state == "memory://" else f"; state {masked_state_url(config.state)}"
+            )
             _say(
-                f"listening on {url} ({_summary(mux)} keys; {auth}); "
+                f"listening on {url} ({_summary(mux)} keys; {auth}{state}); "
                 f"dashboard {url}/dashboard, metrics {url}/metrics"
             )
         if on_ready is not None:

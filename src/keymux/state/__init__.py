@@ -44,12 +44,9 @@ def _redis(spec: StateURL) -> Store:
 STORES: dict[str, Callable[[StateURL], Store]] = {"redis": _redis, "cluster": _redis}
 
 
-def open_state(url: str | Store, *, clock: Clock) -> Shared | None:
-    """The bridge for a state URL (None for ``memory://``), or for a store given directly
-    (tests share one ``MemoryStore`` between multiplexers). ConfigError for a bad URL or a
-    missing driver (naming ``pip install 'keymux[redis]'``)."""
-    if isinstance(url, Store):
-        return Shared(url, clock=clock, timeout=0.1)
+def open_state(url: str, *, clock: Clock) -> Shared | None:
+    """The bridge for a state URL (None for ``memory://``: no store at all). ConfigError for a
+    bad URL or a missing driver (naming ``pip install 'keymux[redis]'``)."""
     spec = parse_state_url(url)
     if not spec.shared:
         return None

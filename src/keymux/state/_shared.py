@@ -519,6 +519,12 @@ class Shared:
         if deltas:
             await self.store.add_counts(deltas)
         self._counted.update(now_counts)
+        if len(self._counted) > len(now_counts):
+            # forget removed keys (their last counters went out above)
+            assert self.core is not None
+            current = set(self.core.dispatch.lanes())
+            self._counted = {lane: c for lane, c in self._counted.items() if lane in current}
+            self._idents = {lane: i for lane, i in self._idents.items() if lane in current}
 
     async def refresh_totals(self) -> dict[str, dict[str, int]]:
         """Every key's counters summed over every process (this one's flushed first); the
