@@ -452,7 +452,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.windows = 1.0
+        args.windows = 0.75
     return args
 
 
@@ -461,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         return worker_main(args)
     requests = round(args.windows * KEYS * LIMIT)
-    cost_requests = 200 if args.quick else 3000
+    cost_requests = 100 if args.quick else 3000
     print(
         f"keymux multi-process benchmark ({machine()}); emulator and redis-server are "
         "separate processes on 127.0.0.1"
@@ -564,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 emu,
                 "cost redis:// alone",
                 redis.url("b5"),
-                100 if args.quick else 500,
+                40 if args.quick else 500,
                 processes=1,
                 rpm=None,
                 callers=1,
