@@ -523,6 +523,36 @@ def test_ctrl_c_is_one_line_and_exit_130(
     assert one_line_error(capsys) == "keymux check: error: interrupted"
 
 
+def test_the_cli_shows_keymux_warnings_on_stderr_one_line_each(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    import keymux.cli
+
+    logger = logging.getLogger("keymux")
+    handlers = list(logger.handlers)
+
+    def warns(*args: Any) -> int:
+        logging.getLogger("keymux._core").warning(
+            "keymux: %s key %r disabled:\nthe key is invalid", "openai", "a"
+        )
+        try:
+            raise ValueError("bad value")
+        except ValueError:
+            logger.warning("keymux: with an exception", exc_info=True)
+        logger.info("keymux: not a warning")
+        return 0
+
+    monkeypatch.setattr(keymux.cli, "_run", warns)
+    assert main(["keys"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "keymux: openai key 'a' disabled: the key is invalid",
+        "keymux: with an exception (ValueError: bad value)",
+    ]
+    assert logger.handlers == handlers  # the command's handler is gone when it returns
+
+
 def test_json_out_that_cannot_be_written_is_a_cli_error(tmp_path: Path) -> None:
     from rich.console import Console
 

@@ -10,6 +10,8 @@ The public names are the ones in ``__all__``; every module whose name starts wit
 private and may change. Test helpers (``FakeClock``) live in ``keymux.testing``.
 """
 
+import logging as _logging
+
 from ._client import ProviderClient
 from ._clock import Clock, SystemClock
 from ._config import Timeout
@@ -42,6 +44,10 @@ from ._strategies import LaneView as KeyView
 from ._types import Response, Usage
 
 __version__ = "0.1.0.dev0"
+
+# a library's loggers stay silent until the application configures logging (keymux's own CLI
+# shows its warnings on stderr itself)
+_logging.getLogger("keymux").addHandler(_logging.NullHandler())
 
 __all__ = [
     "STRATEGIES",

@@ -7,10 +7,12 @@ end in one line on stderr naming the problem and what to do, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
 
@@ -196,19 +198,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     console = _console()
+    with _warnings_on_stderr():
+        try:
+            return _run(args, console)
+        except KeyboardInterrupt:
+            _fail(args.command, "interrupted")
+            return 130
+        except (CliError, KeymuxError) as exc:
+            _fail(args.command, str(exc))
+            return 2
+        except (OSError, OverflowError) as exc:
+            if args.command != "emulate":
+                raise
+            _fail(args.command, _listen_error(exc, args.host, args.port))
+            return 2
+
+
+class _OneLine(logging.Formatter):
+    """A record as one line: its message, then its exception's type and text if it has one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            text += f" ({type(exc).__name__}: {exc})"
+        return " ".join(text.splitlines())
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """keymux's warnings (a key disabled, a .env line skipped) on stderr while a command runs.
+
+    The library's logger has only a ``NullHandler``; the command is the application here, so it
+    shows them itself, one line each.
+    """
+    logger = logging.getLogger("keymux")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLine())
+    logger.addHandler(handler)
     try:
-        return _run(args, console)
-    except KeyboardInterrupt:
-        _fail(args.command, "interrupted")
-        return 130
-    except (CliError, KeymuxError) as exc:
-        _fail(args.command, str(exc))
-        return 2
-    except (OSError, OverflowError) as exc:
-        if args.command != "emulate":
-            raise
-        _fail(args.command, _listen_error(exc, args.host, args.port))
-        return 2
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
