@@ -21,6 +21,7 @@ __all__ = [
     "Parser",
     "base_url",
     "dotenv_path",
+    "port",
     "positive_float",
     "positive_int",
     "strategy_name",
@@ -71,6 +72,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"needs a number, got {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"needs a number above 0, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port: a whole number from 0 to 65535 (0 asks the system for a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: use 1-65535 (0 picks a free one)")
     return value
 
 
