@@ -25,7 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_float, parse_retry_after, parse_rfc3339
-from .._secret import mask
+from .._secret import scrub_secrets
 from .._types import (
     USER_AGENT,
     HttpRequest,
@@ -70,8 +70,6 @@ _SYSTEM_ROLES = frozenset({"system", "developer"})
 _TURN_ROLES = frozenset({"user", "assistant"})
 #: mid-stream error types worth another attempt (what would be a 529 or 500 outside a stream)
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error"})
-#: Anthropic keys, in case an error message or a proxy's page ever echoes one
-_KEY_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}")
 #: "You will regain access on 2026-09-01 at 00:00 UTC." (spend-cap 429)
 _REGAIN_RE = re.compile(r"regain access on (\d{4}-\d{2}-\d{2})(?: at (\d{1,2}:\d{2}))? UTC")
 #: 400 messages that mean "this key's money is spent", not "your request is wrong"
@@ -261,10 +259,6 @@ def _limit(headers: Mapping[str, str], prefix: str, now_wall: float) -> LimitInf
     return LimitInfo(limit=limit, remaining=remaining, reset_after=reset_after)
 
 
-def _redact(text: str) -> str:
-    return _KEY_RE.sub(lambda m: mask(m.group(0)), text) if "sk-ant-" in text else text
-
-
 def _snippet(body: bytes) -> str:
     text = " ".join(body[:400].decode("utf-8", "replace").split())
     return text[:200]
@@ -308,7 +302,7 @@ def classify_claude(
             code = details["error_code"]
     elif body:
         message = _snippet(body)
-    message = _redact(message) or f"HTTP {status} from Anthropic"
+    message = scrub_secrets(message) or f"HTTP {status} from Anthropic"
     retry_after = parse_retry_after(headers, now_wall)
     lower = message.lower()
 
@@ -402,7 +396,8 @@ class ClaudeStreamDecoder:
             error = error if isinstance(error, dict) else {}
             etype = error.get("type") if isinstance(error.get("type"), str) else None
             message = error.get("message")
-            text = _redact(message) if isinstance(message, str) and message else "stream error"
+            text = scrub_secrets(message) if isinstance(message, str) else ""
+            text = text or "stream error"
             raise StreamFailure(text, error_type=etype, retryable=etype in _RETRYABLE_STREAM_ERRORS)
         return None
 

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_proto_duration, parse_retry_after
-from .._secret import mask
+from .._secret import scrub_secrets
 from .._types import USER_AGENT, HttpRequest, Kind, Outcome, Parsed, Prepared, RateSnapshot, Usage
 from ._base import AdapterBase, SSEEvent, StreamFailure
 from .claude import lowered, positive_int, prompt_tokens
@@ -131,8 +131,6 @@ _EMBED_HANDLED = frozenset({"input", "model", "stream", "encoding_format"})
 
 _RETRYABLE_STREAM_STATUSES = frozenset({"UNAVAILABLE", "INTERNAL"})
 _KEY_INVALID_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
-#: Google API keys, in case an error message echoes one ("Consumer 'api_key:AIza…'")
-_KEY_RE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
 _RETRY_IN_RE = re.compile(r"retry in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.IGNORECASE)
 _DATA_URL_RE = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
@@ -390,10 +388,6 @@ def _block_reason(body: Mapping[str, Any]) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-def _redact(text: str) -> str:
-    return _KEY_RE.sub(lambda m: mask(m.group(0)), text) if "AIza" in text else text
-
-
 @functools.cache
 def _pacific() -> tzinfo:
     try:
@@ -458,7 +452,7 @@ def classify_gemini(
                 retry_delay = parse_proto_duration(detail.get("retryDelay"))
     elif body:
         message = " ".join(body[:400].decode("utf-8", "replace").split())[:200]
-    message = _redact(message) or f"HTTP {status} from Gemini"
+    message = scrub_secrets(message) or f"HTTP {status} from Gemini"
     lower = message.lower()
     code = reasons[0] if reasons else None
     retry_after: float | None = None
@@ -539,7 +533,8 @@ class GeminiStreamDecoder:
             error = error if isinstance(error, dict) else {"message": str(error)}
             status = error.get("status") if isinstance(error.get("status"), str) else None
             message = error.get("message")
-            text = _redact(message) if isinstance(message, str) and message else "stream error"
+            text = scrub_secrets(message) if isinstance(message, str) else ""
+            text = text or "stream error"
             retryable = status in _RETRYABLE_STREAM_STATUSES or (
                 status is None and error.get("code") in (500, 503)
             )

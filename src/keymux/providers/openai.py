@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from .._errors import InvalidRequestError, UnsupportedError
 from .._headers import parse_float, parse_go_duration, parse_retry_after
-from .._secret import mask
+from .._secret import scrub_secrets
 from .._types import (
     USER_AGENT,
     HttpRequest,
@@ -33,7 +33,7 @@ from .._types import (
 )
 from ._base import AdapterBase, SSEEvent, StreamFailure
 
-__all__ = ["OpenAIAdapter", "OpenAIStreamDecoder", "scrub_secrets"]
+__all__ = ["OpenAIAdapter", "OpenAIStreamDecoder"]
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
@@ -78,15 +78,6 @@ _RETRYABLE_KINDS = frozenset({Kind.RATE_LIMITED, Kind.OVERLOADED, Kind.SERVER_ER
 _TRY_AGAIN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)", re.IGNORECASE)
 _PER_DAY = re.compile(r"per day|\((?:rpd|tpd)\)", re.IGNORECASE)
 
-#: provider key prefixes (also OpenAI's half-masked echo ``sk-abc1****wxyz``), long random
-#: tokens that mix letters and digits, and bearer credentials
-_SECRET = re.compile(
-    r"(?<![\w-])(?:sk-|gsk_|xai-|AIza)[\w*-]{4,}"
-    r"|(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{40,}"
-    r"|(?<=Bearer )[\w.~+/-]{8,}=*",
-    re.ASCII,
-)
-
 _JSON_HEADERS = MappingProxyType(
     {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
 )
@@ -111,15 +102,6 @@ _ERROR_SHAPES: Mapping[int, tuple[str, str | None]] = MappingProxyType(
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _NON_TEXT_PART_CHARS = 1000  # an image or audio part counts as ~250 tokens in estimates
 _DEFAULT_MAX_OUTPUT = 256
-
-
-def scrub_secrets(text: str) -> str:
-    """``text`` with anything that looks like an API key replaced by a masked form."""
-    return _SECRET.sub(_mask_match, text)
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    return mask(match.group().replace("*", ""))
 
 
 # --- small readers ------------------------------------------------------------------------
