@@ -7,9 +7,11 @@ are merged (Anthropic wants user/assistant turns to alternate), OpenAI ``text`` 
 a default, and ``stop`` becomes ``stop_sequences``. Anthropic-native content blocks and every
 other parameter pass through unchanged, so the provider's own validation speaks for itself.
 
-Errors are classified by status, ``error.type`` and ``error.details.error_code``
-(reference/providers.md §3.5, §7); rate-limit facts come from the ``anthropic-ratelimit-*``
-headers, whose resets are absolute RFC 3339 timestamps (§3.6).
+Errors are classified by status, ``error.type`` and ``error.details.error_code``: a 429 is a
+rate limit unless it is the spend cap (``enforced_spend_limit_reached``, or "regain access on"
+a date); 402, ``billing_error`` and two billing 400s mean the key's money is spent; 529 and
+``overloaded_error`` are Anthropic's overload. Rate-limit facts come from the
+``anthropic-ratelimit-*`` headers, whose resets are absolute RFC 3339 timestamps.
 """
 
 from __future__ import annotations
@@ -209,7 +211,8 @@ def _regain_after(message: str, now_wall: float) -> float | None:
 def classify_claude(
     status: int, headers: Mapping[str, str], body: bytes, now_wall: float
 ) -> Outcome:
-    """The pure classification of one non-2xx Anthropic answer (providers.md §3.5, §7)."""
+    """The pure classification of one non-2xx Anthropic answer: by status, ``error.type`` and
+    ``error.details.error_code``, and for the spend cap the date in its message."""
     headers = lowered(headers)
     error_type: str | None = None
     code: str | None = None

@@ -15,9 +15,10 @@ malformed body: ``parse`` returns ``text=""`` with ``finish_reason`` set to the 
 (for example ``"SAFETY"``), the way OpenAI reports ``content_filter``. Retrying the same prompt on
 another key would be blocked again.
 
-Errors are ``google.rpc.Status`` bodies (reference/providers.md §4.6): the window of a 429 is read
-from the ``QuotaFailure`` quotaId (``PerDay`` parks the key until the daily reset, midnight Pacific
-time), the wait from ``RetryInfo.retryDelay``. Gemini sends no rate-limit headers.
+Errors are ``google.rpc.Status`` bodies (``code``, ``status``, ``message`` and typed
+``details``): the window of a 429 is read from the ``QuotaFailure`` quotaId (``PerDay`` parks the
+key until the daily reset, midnight Pacific time), the wait from ``RetryInfo.retryDelay``. Gemini
+sends no rate-limit headers.
 """
 
 from __future__ import annotations
@@ -390,7 +391,9 @@ def _retry_in(message: str) -> float | None:
 def classify_gemini(
     status: int, headers: Mapping[str, str], body: bytes, now_wall: float
 ) -> Outcome:
-    """The pure classification of one non-2xx Gemini answer (providers.md §4.6, §7)."""
+    """The pure classification of one non-2xx Gemini answer: an invalid or expired key and spent
+    credits by ``ErrorInfo`` reason and message first, then by status; a 429's window from its
+    ``QuotaFailure`` quota ids, its wait from ``RetryInfo``, the message or ``retry-after``."""
     rpc_status: str | None = None
     message = ""
     reasons: list[str] = []

@@ -1,4 +1,6 @@
-"""OpenAI's chat-completions and embeddings wire protocol (``providers.md`` §1).
+"""OpenAI's chat-completions and embeddings wire protocol: ``POST {base}/chat/completions`` and
+``/embeddings`` (base ``https://api.openai.com/v1``), the key as a Bearer token, rate limits in the
+``x-ratelimit-*`` headers with resets as Go durations (``6m0s``), errors as ``{"error": {...}}``.
 
 The adapter is stateless and pure. Everything a provider with an OpenAI-compatible API changes
 (base URL, path prefix, default models, the window of its request headers, a few statuses) is a
