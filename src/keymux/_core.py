@@ -512,7 +512,7 @@ class Core:
         may have done the work) when it is not usable."""
         try:
             data = json.loads(body)
-            parsed = lane.adapter.parse(c.req.endpoint, data)
+            parsed = lane.adapter.parse(c.req.endpoint, data, model=c.req.prepared.model)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             lane.failures += 1
             self._tell(lane, c, Kind.MALFORMED.value, status)

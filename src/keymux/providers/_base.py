@@ -189,8 +189,10 @@ class Adapter(Protocol):
         """``prepare`` and one attempt's request at once."""
         ...
 
-    def parse(self, endpoint: str, body: Any) -> Parsed:
-        """Read a 2xx JSON body; ``ValueError`` (with a clear message) if fields are missing."""
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
+        """Read a 2xx JSON body; ``ValueError`` (with a clear message) if fields are missing.
+        ``model`` is the model the request asked for (``Prepared.model``): the model of an
+        answer that names none (Gemini's embeddings)."""
         ...
 
     def stream_decoder(self) -> StreamDecoder:

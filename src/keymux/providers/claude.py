@@ -415,7 +415,7 @@ class ClaudeAdapter(AdapterBase):
             headers["anthropic-beta"] = betas if isinstance(betas, str) else ",".join(betas)
         return Prepared("POST", "/v1/messages", headers, dumps(body, PROVIDER), model, "x-api-key")
 
-    def parse(self, endpoint: str, body: Any) -> Parsed:
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
         if endpoint != "chat":
             raise self._unsupported(endpoint)
         if not isinstance(body, dict):

@@ -604,14 +604,14 @@ class GeminiAdapter(AdapterBase):
             "x-goog-api-key",
         )
 
-    def parse(self, endpoint: str, body: Any) -> Parsed:
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
         if not isinstance(body, dict):
             raise ValueError(f"gemini: the answer is not a JSON object ({type(body).__name__})")
         if endpoint == "embed":
-            return self._parse_embed(body)
+            return self._parse_embed(body, model)
         if endpoint != "chat":
             raise UnsupportedError(f"gemini: unknown endpoint {endpoint!r}", provider=PROVIDER)
-        model = body.get("modelVersion")
+        version = body.get("modelVersion")
         usage = _usage(body.get("usageMetadata")) or Usage()
         candidates = body.get("candidates")
         if isinstance(candidates, list) and candidates:
@@ -627,13 +627,14 @@ class GeminiAdapter(AdapterBase):
             raise ValueError("gemini: 'candidates' is not a list")
         return Parsed(
             text=text,
-            model=model if isinstance(model, str) else None,
+            model=version if isinstance(version, str) else None,
             usage=usage,
             finish_reason=finish if isinstance(finish, str) else None,
         )
 
     @staticmethod
-    def _parse_embed(body: Mapping[str, Any]) -> Parsed:
+    def _parse_embed(body: Mapping[str, Any], model: str | None) -> Parsed:
+        """A batchEmbedContents answer; it names no model, so the one asked for is given."""
         items = body.get("embeddings")
         if items is None and "embedding" in body:
             items = [body["embedding"]]
@@ -646,7 +647,7 @@ class GeminiAdapter(AdapterBase):
                 raise ValueError(f"gemini: embeddings[{i}] has no 'values' list")
             vectors.append(values)
         usage = _usage(body.get("usageMetadata")) or Usage()
-        return Parsed(text=None, model=None, usage=usage, embeddings=vectors)
+        return Parsed(text=None, model=model, usage=usage, embeddings=vectors)
 
     def stream_decoder(self) -> GeminiStreamDecoder:
         return GeminiStreamDecoder()

@@ -422,7 +422,7 @@ class OpenAIAdapter(AdapterBase):
 
     # -- answers --
 
-    def parse(self, endpoint: str, body: Any) -> Parsed:
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
         if endpoint == "chat":
             return self._parse_chat(body)
         if endpoint == "embed":
