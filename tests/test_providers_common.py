@@ -18,6 +18,7 @@ from keymux.providers._common import (
     bad,
     convert_messages,
     dumps,
+    event_object,
     image_source,
     positive_int,
     prompt_tokens,
@@ -170,6 +171,14 @@ def test_error_body_readers() -> None:
     assert snippet(b"  <p>\n  Bad   gateway </p>\n") == "<p> Bad gateway </p>"
     assert snippet(b"x" * 500) == "x" * 200
     assert snippet(b"x" * 500, 160) == "x" * 160
+
+
+def test_event_object() -> None:
+    assert event_object('{"type": "ping"}', "toy") == {"type": "ping"}
+    with pytest.raises(ValueError, match=r"^toy stream: event data is not JSON: 'oops'$"):
+        event_object("oops", "toy")
+    with pytest.raises(ValueError, match=r"^toy stream: event data is not an object: '\[1\]'$"):
+        event_object("[1]", "toy")
 
 
 def test_no_provider_module_imports_another_providers_module() -> None:

@@ -5,7 +5,8 @@
 - ``convert_messages``: OpenAI-style chat messages as a provider's own turns (Anthropic and
   Gemini), parametrised by a ``Turns`` that says what differs; with ``image_source`` for the
   ``image_url`` parts and ``stop_sequences`` for ``stop``.
-- readers of answers: ``lowered`` headers, ``read_json`` and ``snippet`` for error bodies.
+- readers of answers: ``lowered`` headers, ``read_json`` and ``snippet`` for error bodies,
+  ``event_object`` for a stream event's data.
 - estimates: ``prompt_tokens`` and ``positive_int``.
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "bad",
     "convert_messages",
     "dumps",
+    "event_object",
     "image_source",
     "lowered",
     "positive_int",
@@ -177,6 +179,17 @@ def read_json(body: bytes) -> Any:
         return json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def event_object(data: str, provider: str) -> dict[str, Any]:
+    """The JSON object a stream event carries; ``ValueError`` naming the provider otherwise."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"{provider} stream: event data is not JSON: {data[:200]!r}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{provider} stream: event data is not an object: {data[:200]!r}")
+    return value
 
 
 def snippet(body: bytes, limit: int = 200) -> str:

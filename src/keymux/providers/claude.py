@@ -16,7 +16,6 @@ a date); 402, ``billing_error`` and two billing 400s mean the key's money is spe
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from ._common import (
     bad,
     convert_messages,
     dumps,
+    event_object,
     image_source,
     lowered,
     positive_int,
@@ -290,12 +290,7 @@ class ClaudeStreamDecoder:
         name = event.event
         if name is not None and name not in _STREAM_EVENTS:
             return None  # ping and event types added later
-        try:
-            data = json.loads(event.data)
-        except ValueError as exc:
-            raise ValueError(f"claude stream: data is not JSON: {event.data[:200]!r}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"claude stream: data is not an object: {event.data[:200]!r}")
+        data = event_object(event.data, PROVIDER)
         kind = data.get("type", name)
         if kind == "content_block_delta":
             delta = data.get("delta")

@@ -24,7 +24,6 @@ sends no rate-limit headers.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ from ._common import (
     bad,
     convert_messages,
     dumps,
+    event_object,
     image_source,
     lowered,
     positive_int,
@@ -495,12 +495,7 @@ class GeminiStreamDecoder:
         if raw.strip() == "[DONE]":  # not sent by Gemini; harmless from a compatible proxy
             self.done = True
             return None
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ValueError(f"gemini stream: event data is not JSON: {raw[:200]!r}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"gemini stream: event data is not an object: {raw[:200]!r}")
+        data = event_object(raw, PROVIDER)
         error = data.get("error")
         if error is not None:
             error = error if isinstance(error, dict) else {"message": str(error)}
