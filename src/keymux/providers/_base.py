@@ -97,8 +97,8 @@ class SSEParser:
 
 
 class AdapterBase(ABC):
-    """What every adapter shares: ``build`` from its ``prepare`` and ``url``, the plain ``url``
-    join, the whole-model ``limit_scope`` and the repr."""
+    """What every adapter shares: ``build`` (its ``prepare``, then ``url``), a plain ``url``
+    join (OpenAI's adds its path prefix), the whole-model ``limit_scope`` and the repr."""
 
     __slots__ = ()
 
