@@ -26,7 +26,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src/keymux
 
 pytest: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 system-deps:
 	./scripts/system-deps.sh

@@ -485,20 +485,26 @@ def test_emulate_on_a_port_in_use_is_one_line_and_exit_2(
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["emulate", "--host", "127.0.0.1", "--port", str(port)]) == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == [
+    out = capsys.readouterr()
+    assert out.err.strip().splitlines() == [
         f"keymux emulate: error: cannot listen on 127.0.0.1:{port}: the port is in use; "
         "choose another --port"
     ]
+    assert "http://" not in out.out  # the banner waits for the bound socket
 
 
 def test_emulate_on_a_port_that_is_no_port_is_one_line_and_exit_2(
     clean_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["emulate", "--host", "127.0.0.1", "--port", "99999"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == [
-        "keymux emulate: error: --port 99999 is not a port: use 1-65535 (0 picks a free one)"
+    # refused when the flags are parsed, before anything is printed or bound
+    with pytest.raises(SystemExit) as exit_info:
+        main(["emulate", "--host", "127.0.0.1", "--port", "99999"])
+    assert exit_info.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.strip().splitlines() == [
+        "keymux emulate: error: argument --port: 99999 is not a port: use 1-65535 "
+        "(0 picks a free one) (see 'keymux emulate --help')"
     ]
 
 
@@ -521,6 +527,36 @@ def test_ctrl_c_is_one_line_and_exit_130(
     monkeypatch.setattr(keymux.cli, "_run", interrupted)
     assert main(["check", "--env-file", ""]) == 130
     assert one_line_error(capsys) == "keymux check: error: interrupted"
+
+
+def test_the_cli_shows_keymux_warnings_on_stderr_one_line_each(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    import keymux.cli
+
+    logger = logging.getLogger("keymux")
+    handlers = list(logger.handlers)
+
+    def warns(*args: Any) -> int:
+        logging.getLogger("keymux._core").warning(
+            "keymux: %s key %r disabled:\nthe key is invalid", "openai", "a"
+        )
+        try:
+            raise ValueError("bad value")
+        except ValueError:
+            logger.warning("keymux: with an exception", exc_info=True)
+        logger.info("keymux: not a warning")
+        return 0
+
+    monkeypatch.setattr(keymux.cli, "_run", warns)
+    assert main(["keys"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "keymux: openai key 'a' disabled: the key is invalid",
+        "keymux: with an exception (ValueError: bad value)",
+    ]
+    assert logger.handlers == handlers  # the command's handler is gone when it returns
 
 
 def test_json_out_that_cannot_be_written_is_a_cli_error(tmp_path: Path) -> None:
@@ -549,7 +585,7 @@ def _subparsers() -> dict[str, Any]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("command", ["demo", "check", "keys"])
+@pytest.mark.parametrize("command", ["demo", "check", "keys", "emulate"])
 def test_every_flag_has_help_and_the_help_shows_defaults(
     command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -395,6 +395,20 @@ async def test_embed_returns_vectors(make_rig: MakeRig, provider: str, entry: En
     assert resp[0] == resp[2] != resp[1]  # the emulator's vectors are a function of the text
     assert list(resp) == resp.embeddings
     assert resp.attempts == 1
+    # the default embedding model (Gemini's answer names none: the model asked for is given)
+    assert (
+        resp.model
+        == {"openai": "text-embedding-3-small", "gemini": "gemini-embedding-001"}[provider]
+    )
+
+
+@pytest.mark.parametrize("model", ["text-embedding-004", "models/text-embedding-004"])
+async def test_gemini_embed_names_the_model_asked_for(make_rig: MakeRig, model: str) -> None:
+    rig = make_rig(KeyPlan("gemini", "k1"))
+    async with rig.multiplexer() as mux:
+        resp = await mux.get_client("gemini").acall("embed", input=["a"], model=model)
+    assert resp.model == "text-embedding-004"
+    assert "model" not in resp.raw  # batchEmbedContents answers carry no model of their own
 
 
 async def test_embed_on_claude_is_unsupported(make_rig: MakeRig, entry: Entry) -> None:

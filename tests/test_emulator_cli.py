@@ -1,4 +1,4 @@
-"""``keymux emulate``: --rate-model and --latency, parsed and end to end in a subprocess."""
+"""``keymux emulate``: its flags parsed and checked, its banner, and end to end in a subprocess."""
 
 from __future__ import annotations
 
@@ -47,6 +47,71 @@ def test_emulate_flags() -> None:
     assert (args.rate_model, args.latency) == ("token-bucket", "1:2")
     for name in RATE_MODELS:  # the CLI offers every model
         assert _parser().parse_args(["emulate", "--rate-model", name]).rate_model == name
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "reason"),
+    [
+        ("--port", "-1", "-1 is not a port: use 1-65535 (0 picks a free one)"),
+        ("--port", "65536", "65536 is not a port: use 1-65535 (0 picks a free one)"),
+        ("--port", "http", "needs a port number, got 'http'"),
+        ("--rpm", "0", "needs a whole number of 1 or more, got 0"),
+        ("--tpm", "-5", "needs a whole number of 1 or more, got -5"),
+        ("--rpd", "1.5", "needs a whole number, got '1.5'"),
+        ("--window", "0", "needs a number above 0, got 0"),
+        ("--window", "inf", "needs a number above 0, got inf"),
+        ("--day-window", "-1", "needs a number above 0, got -1"),
+        ("--day-window", "a day", "needs a number, got 'a day'"),
+        ("--seed", "x", "invalid int value: 'x'"),
+    ],
+)
+def test_emulate_refuses_bad_numbers_when_parsing(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, reason: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["emulate", f"{flag}={value}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"keymux emulate: error: argument {flag}: {reason} (see 'keymux emulate --help')\n"
+    )
+
+
+def test_emulate_accepts_the_edges() -> None:
+    args = _parser().parse_args(
+        ["emulate", "--port", "0", "--rpm", "1", "--tpm", "1", "--rpd", "1", "--window", "0.5"]
+    )
+    assert (args.port, args.rpm, args.tpm, args.rpd, args.window) == (0, 1, 1, 1, 0.5)
+    args = _parser().parse_args(["emulate", "--port", "65535", "--day-window", "3600"])
+    assert (args.port, args.day_window) == (65535, 3600.0)
+    args = _parser().parse_args(["emulate"])
+    assert (args.port, args.window, args.day_window, args.seed) == (8700, 60.0, 86400.0, 0)
+    assert (args.rpm, args.tpm, args.rpd, args.key) == (None, None, None, None)
+
+
+def test_emulate_prints_its_banner_once_bound_with_the_bound_url_unwrapped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keymux.cli._emulate
+
+    calls: list[tuple[str, int]] = []
+
+    def run(emulator: Any, *, host: str, port: int, on_ready: Callable[[str], None]) -> None:
+        calls.append((host, port))
+        assert capsys.readouterr().out == ""  # nothing before the socket is bound
+        on_ready("http://127.0.0.1:54321")  # what serve() passes: the port actually bound
+
+    monkeypatch.setattr(keymux.cli._emulate, "run", run)
+    assert main(["emulate", "--port", "0", "--rpm", "2"]) == 0
+    assert calls == [("127.0.0.1", 0)]
+    root = "http://127.0.0.1:54321"
+    # the second line is wider than the 120 columns the CLI's console has off a terminal
+    assert capsys.readouterr().out.splitlines() == [
+        f"keymux emulator on {root} (Ctrl-C stops it)",
+        f"  OPENAI_BASE_URL={root}/v1  GROQ_BASE_URL={root}  ANTHROPIC_BASE_URL={root}  "
+        f"GOOGLE_GEMINI_BASE_URL={root}",
+        "  every key is accepted (limits per key and model: rpm=2 tpm=None rpd=None per 60 s "
+        "window, sliding)",
+    ]
 
 
 def _get(url: str, headers: dict[str, str] | None = None, body: Any = None) -> tuple[int, Any, Any]:

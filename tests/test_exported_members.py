@@ -138,3 +138,31 @@ def test_keymux_connection_error_is_caught_by_the_builtin_name() -> None:
     assert (err.provider, err.key_name) == ("openai", "k")
     with pytest.raises(keymux.TransportError):
         raise keymux.ConnectionError("again")
+
+
+def test_the_keymux_logger_is_silent_until_the_application_configures_logging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A NullHandler on "keymux": with no logging configured, a library warning does not reach
+    stderr through Python's last-resort handler."""
+    import logging
+
+    reached: list[logging.LogRecord] = []
+
+    class LastResort(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            reached.append(record)
+
+    monkeypatch.setattr(logging, "lastResort", LastResort())
+    root = logging.getLogger()
+    configured = root.handlers[:]  # pytest's own; put back before the test ends
+    for handler in configured:
+        root.removeHandler(handler)
+    try:
+        logging.getLogger("keymux._core").warning("keymux: a warning nobody asked to see")
+        logging.getLogger("not-keymux").warning("an application's warning")
+    finally:
+        for handler in configured:
+            root.addHandler(handler)
+    assert [r.getMessage() for r in reached] == ["an application's warning"]
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("keymux").handlers)

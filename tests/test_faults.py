@@ -637,7 +637,12 @@ async def test_removing_a_key_with_a_full_queue(make_emu: MakeEmu) -> None:
         await asyncio.sleep(0)
         pinned_waiting = spawn(on_a)
         moved = [spawn(unpinned), spawn(unpinned)]
-        await asyncio.sleep(0.02)
+
+        def a_is_full() -> bool:
+            a = mux.get_usage_stats()["openai"]["a"]
+            return bool(a["queue_size"] == 3 and a["current_requests"] == 1)
+
+        await wait_until(a_is_full, "key a: one request in flight and three queued")
         stats = mux.get_usage_stats()["openai"]
         assert stats["a"]["queue_size"] == 3  # full
         assert stats["a"]["current_requests"] == 1

@@ -1413,6 +1413,10 @@ def test_gemini_parse_embeddings(body: dict[str, Any], vectors: list[list[float]
     assert parsed.embeddings == vectors
     assert parsed.text is None
     assert parsed.usage.total_tokens == 0
+    assert parsed.model is None  # the answer names no model ...
+    assert GEMINI.parse("embed", body, model="gemini-embedding-001").model == (
+        "gemini-embedding-001"  # ... so the model asked for is given
+    )
 
 
 @pytest.mark.parametrize(

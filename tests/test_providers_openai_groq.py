@@ -20,10 +20,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from keymux._errors import InvalidRequestError, KeymuxError, UnsupportedError
 from keymux._headers import parse_go_duration
+from keymux._secret import scrub_secrets
 from keymux._types import HttpRequest, Kind, LimitInfo, Parsed, RateSnapshot, Usage
 from keymux.providers._base import Adapter, SSEEvent, SSEParser, StreamDecoder, StreamFailure
 from keymux.providers.groq import GroqAdapter
-from keymux.providers.openai import OpenAIAdapter, scrub_secrets
+from keymux.providers.openai import OpenAIAdapter
 
 OPENAI = OpenAIAdapter()
 GROQ = GroqAdapter()
@@ -1313,6 +1314,15 @@ def test_classify_scrubs_the_key_from_a_401(adapter: Adapter) -> None:
         ("Incorrect API key provided: sk-1234.", "Incorrect API key provided: ***."),
         ("gsk_0123456789abcdefghijABCDEFGHIJ0123456789abcdefgh bad", "gsk...efgh bad"),
         ("AIzaSyA-0123456789abcdefghijklmnopqrstu", "AIz...rstu"),
+        # the Anthropic and Google forms the claude and gemini adapters meet
+        (
+            "invalid x-api-key: sk-ant-api03-CANARY0123456789abcdefXYZ",
+            "invalid x-api-key: sk-...fXYZ",
+        ),
+        (
+            "Consumer 'api_key:AIzaSyCANARY0123456789abcdefghijklmnopq' has been suspended.",
+            "Consumer 'api_key:AIz...nopq' has been suspended.",
+        ),
         ("Authorization: Bearer opaque.token-value_123", "Authorization: Bearer opa..._123"),
         ("token ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34 leaked", "token ab1...cd34 leaked"),
         # not secrets: left alone

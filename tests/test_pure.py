@@ -171,6 +171,15 @@ def test_resolve_strategy_names_and_aliases(given_name: str, canonical: str) -> 
     assert fn is STRATEGIES[canonical]
 
 
+def test_the_strategy_table_is_read_only_where_it_is_defined() -> None:
+    import keymux
+
+    assert keymux.STRATEGIES is STRATEGIES  # the public name is the table itself, not a copy
+    with pytest.raises(TypeError):
+        STRATEGIES["mine"] = round_robin  # type: ignore[index]
+    assert "mine" not in STRATEGIES
+
+
 def test_resolve_strategy_accepts_a_callable() -> None:
     def fastest(candidates: Any, now: float) -> Any:
         return min(candidates, key=lambda lane: lane.latency)

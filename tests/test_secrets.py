@@ -480,6 +480,20 @@ def test_env_problems_never_show_the_key(tmp_path: Path, logs: pytest.LogCapture
 # --- Secret itself ----------------------------------------------------------------------------
 
 
+def test_a_secret_masks_itself_in_text_and_bytes() -> None:
+    secret = keymux.Secret(CANARY)
+    echoed = f"proxy says: bad key {CANARY} (again: {CANARY})"
+    assert secret.scrub(echoed) == f"proxy says: bad key {secret.masked} (again: {secret.masked})"
+    assert secret.scrub(echoed.encode()) == (
+        f"proxy says: bad key {secret.masked} (again: {secret.masked})".encode()
+    )
+    other = "nothing to hide, sk-other-0000000000000000"
+    assert secret.scrub(other) is other  # untouched, not copied
+    assert secret.scrub(other.encode()) == other.encode()
+    assert keymux.Secret("").scrub("abc") == "abc"  # an empty key matches nothing
+    assert keymux.Secret("").scrub(b"abc") == b"abc"
+
+
 def test_secret_cannot_be_pickled_or_copied_into_the_open() -> None:
     secret = keymux.Secret(CANARY)
     assert secret.reveal() == CANARY  # the one accessor

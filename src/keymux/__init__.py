@@ -10,8 +10,7 @@ The public names are the ones in ``__all__``; every module whose name starts wit
 private and may change. Test helpers (``FakeClock``) live in ``keymux.testing``.
 """
 
-from collections.abc import Mapping as _Mapping
-from types import MappingProxyType as _MappingProxyType
+import logging as _logging
 
 from ._client import ProviderClient
 from ._clock import Clock, SystemClock
@@ -40,15 +39,15 @@ from ._errors import (
 )
 from ._multiplexer import ApiKeyMultiplexer, Multiplexer
 from ._secret import Secret
-from ._strategies import STRATEGIES as _STRATEGIES
+from ._strategies import STRATEGIES, Strategy
 from ._strategies import LaneView as KeyView
-from ._strategies import Strategy
 from ._types import Response, Usage
 
 __version__ = "0.1.0.dev0"
 
-#: the built-in strategies by name (read-only; ``"specific"`` is ``key_name=``, not a function)
-STRATEGIES: _Mapping[str, Strategy[KeyView]] = _MappingProxyType(_STRATEGIES)
+# a library's loggers stay silent until the application configures logging (keymux's own CLI
+# shows its warnings on stderr itself)
+_logging.getLogger("keymux").addHandler(_logging.NullHandler())
 
 __all__ = [
     "STRATEGIES",

@@ -72,7 +72,9 @@ class Timeout:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """Backoff and retry limits (the seed's defaults)."""
+    """Backoff and retry limits. By default: 1 s before the first retry (jittered down to as
+    little as 0.75 s), growing by a factor of 2 up to 60 s, at most 5 retries, and a provider's
+    retry-after waited for up to 120 s."""
 
     initial_retry_delay: float = 1.0
     backoff_factor: float = 2.0

@@ -116,7 +116,8 @@ class _Deadline:
         if self._call.last is not None:
             lane, outcome = self._call.last
             cause = (
-                f"; the last attempt (key {lane.name!r}) failed: {_scrub(outcome.message, lane)}"
+                f"; the last attempt (key {lane.name!r}) failed: "
+                f"{lane.secret.scrub(outcome.message)}"
             )
         return RequestTimeoutError(
             f"{self._what}{on}: the deadline passed after {self._call.attempts} "
@@ -438,7 +439,7 @@ class Core:
     def _error(self, lane: Lane, outcome: Outcome, attempts: int) -> KeymuxError:
         status = f"HTTP {outcome.status}" if outcome.status else "no answer"
         message = (
-            f"{lane.provider} key {lane.name!r}: {_scrub(outcome.message, lane)} ({status}, "
+            f"{lane.provider} key {lane.name!r}: {lane.secret.scrub(outcome.message)} ({status}, "
             f"{attempts} attempt{'s' if attempts != 1 else ''})"
         )
         if outcome.kind is Kind.TRANSPORT:
@@ -545,14 +546,14 @@ class Core:
         may have done the work) when it is not usable."""
         try:
             data = json.loads(body)
-            parsed = lane.adapter.parse(c.req.endpoint, data)
+            parsed = lane.adapter.parse(c.req.endpoint, data, model=c.req.prepared.model)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             lane.failures += 1
             self._tell(lane, c, Kind.MALFORMED.value, status)
             detail = str(exc) or type(exc).__name__
             error = MalformedResponseError(
                 f"{lane.provider} key {lane.name!r}: the answer (HTTP {status}) was not "
-                f"usable: {_short(_scrub(detail, lane))}",
+                f"usable: {_short(lane.secret.scrub(detail))}",
                 provider=lane.provider,
                 key_name=lane.name,
                 status=status,
@@ -625,7 +626,7 @@ class Core:
                 raise StreamError(
                     f"{lane.provider} key {lane.name!r}: the stream broke after {delivered} "
                     f"chunks ({sum(map(len, text))} characters) had reached the caller: "
-                    f"{_scrub(failure.message, lane)}. It is not retried, since part of the "
+                    f"{lane.secret.scrub(failure.message)}. It is not retried, since part of the "
                     "answer was already delivered.",
                     provider=lane.provider,
                     key_name=lane.name,
@@ -637,7 +638,7 @@ class Core:
                 )
             if failure.kind is Kind.MALFORMED:
                 raise MalformedResponseError(
-                    f"{lane.provider} key {lane.name!r}: {_scrub(failure.message, lane)}",
+                    f"{lane.provider} key {lane.name!r}: {lane.secret.scrub(failure.message)}",
                     provider=lane.provider,
                     key_name=lane.name,
                     status=failure.status,
@@ -667,7 +668,7 @@ class Core:
                     raise
                 last, status, headers, body = c.answer
                 yield Head(status, headers, last.name, c.attempts, exc)
-                yield _scrub_bytes(body, last)
+                yield last.secret.scrub(body)
                 return
             head = Head(exchange.status, exchange.headers, lane.name, c.attempts)
             failure: Outcome | None = None
@@ -766,7 +767,7 @@ class Core:
                 self._tell(lane, c, failure.kind.value, failure.status)
                 raise StreamError(
                     f"{lane.provider} key {lane.name!r}: the stream broke after {passed} bytes "
-                    f"had reached the caller: {_scrub(failure.message, lane)}. It is not "
+                    f"had reached the caller: {lane.secret.scrub(failure.message)}. It is not "
                     "retried, since part of the answer was already delivered.",
                     provider=lane.provider,
                     key_name=lane.name,
@@ -868,14 +869,3 @@ def _usage_of(lane: Lane, body: bytes) -> Usage:
 
 def _short(text: str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _scrub(text: str, lane: Lane) -> str:
-    """Upstream text with this lane's own key masked, in case a server or proxy echoed it."""
-    secret = lane.secret.reveal()
-    return text.replace(secret, lane.secret.masked) if secret in text else text
-
-
-def _scrub_bytes(body: bytes, lane: Lane) -> bytes:
-    secret = lane.secret.reveal().encode()
-    return body.replace(secret, lane.secret.masked.encode()) if secret in body else body

@@ -435,7 +435,7 @@ class Multiplexer:
         return f"<keymux.Multiplexer keys({counts or 'none'}){state}>"
 
 
-#: the seed's name
+#: ``Multiplexer`` under its longer name, kept as an alias
 ApiKeyMultiplexer = Multiplexer
 
 

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from typing import NoReturn
+import re
+from typing import NoReturn, overload
 
-__all__ = ["Secret", "mask"]
+__all__ = ["Secret", "mask", "scrub_secrets"]
+
+#: provider key prefixes (OpenAI ``sk-``, Anthropic ``sk-ant-``, Groq ``gsk_``, xAI ``xai-``,
+#: Google ``AIza``; also OpenAI's half-masked echo ``sk-abc1****wxyz``), long random tokens that
+#: mix letters and digits, and bearer credentials
+_SECRET = re.compile(
+    r"(?<![\w-])(?:sk-|gsk_|xai-|AIza)[\w*-]{4,}"
+    r"|(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{40,}"
+    r"|(?<=Bearer )[\w.~+/-]{8,}=*",
+    re.ASCII,
+)
 
 
 def mask(value: str) -> str:
@@ -14,6 +25,16 @@ def mask(value: str) -> str:
         return "***"
     prefix = value[:3] if value[:3].isascii() else ""
     return f"{prefix}...{value[-4:]}"
+
+
+def scrub_secrets(text: str) -> str:
+    """``text`` with anything that looks like an API key replaced by its masked form (for
+    upstream messages, which may echo a key; ``Secret.scrub`` masks one known key)."""
+    return _SECRET.sub(_mask_match, text)
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    return mask(match.group().replace("*", ""))
 
 
 class Secret:
@@ -36,6 +57,20 @@ class Secret:
     def reveal(self) -> str:
         """The key itself. Used only where the provider's auth header is built."""
         return self._value
+
+    @overload
+    def scrub(self, text: str) -> str: ...
+    @overload
+    def scrub(self, text: bytes) -> bytes: ...
+
+    def scrub(self, text: str | bytes) -> str | bytes:
+        """``text`` (or a body of bytes) with this key, wherever it appears, replaced by its
+        masked form: for upstream text that may echo the key it was sent with."""
+        if isinstance(text, bytes):
+            raw = self._value.encode()
+            return text.replace(raw, self.masked.encode()) if raw and raw in text else text
+        value = self._value
+        return text.replace(value, self.masked) if value and value in text else text
 
     def __repr__(self) -> str:
         return f"Secret('{self.masked}')"

@@ -7,7 +7,8 @@ callable ``(candidates, now) -> candidate``; users may pass their own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 from ._errors import ConfigError
@@ -88,12 +89,15 @@ def rate_aware(candidates: Sequence[L], now: float) -> L:
     return best
 
 
-STRATEGIES: dict[str, Strategy[LaneView]] = {
-    "round-robin": round_robin,
-    "least-loaded": least_loaded,
-    "weighted": weighted,
-    "rate-aware": rate_aware,
-}
+#: the built-in strategies by name (read-only; ``"specific"`` is ``key_name=``, not a function)
+STRATEGIES: Mapping[str, Strategy[LaneView]] = MappingProxyType(
+    {
+        "round-robin": round_robin,
+        "least-loaded": least_loaded,
+        "weighted": weighted,
+        "rate-aware": rate_aware,
+    }
+)
 
 _ALIASES = {
     "round_robin": "round-robin",

@@ -7,10 +7,11 @@ end in one line on stderr naming the problem and what to do, and exit status 2.
 from __future__ import annotations
 
 import argparse
-import errno
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
 
@@ -23,6 +24,8 @@ from ._args import (
     Parser,
     base_url,
     dotenv_path,
+    listen_error,
+    port,
     positive_float,
     positive_int,
     strategy_name,
@@ -148,37 +151,77 @@ def _parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("--env-file", default=None, metavar="FILE", help=_ENV_FILE_HELP)
 
-    emulate = sub.add_parser("emulate", help="run the emulator as a server for offline clients")
-    emulate.add_argument("--host", default=_env_default("EMULATE_HOST", "127.0.0.1"))
-    emulate.add_argument("--port", type=int, default=_env_default("EMULATE_PORT", "8700"))
-    emulate.add_argument(
-        "--window", type=float, default=60.0, help="seconds of the per-minute window (default 60)"
+    emulate = sub.add_parser(
+        "emulate",
+        help="run the emulator as a server for offline clients",
+        description="Serve keymux's emulator of the four APIs (OpenAI, Groq, Anthropic, Gemini) "
+        "on HOST:PORT until Ctrl-C, with their rate limits, headers and errors, for trying "
+        "clients and SDKs offline. Without --key every key is accepted.",
     )
-    emulate.add_argument("--day-window", type=float, default=86400.0)
-    emulate.add_argument("--rpm", type=int, default=None, help="requests per window, per key")
-    emulate.add_argument("--tpm", type=int, default=None, help="tokens per window, per key")
-    emulate.add_argument("--rpd", type=int, default=None, help="requests per day, per key")
+    emulate.add_argument(
+        "--host",
+        default=_env_default("EMULATE_HOST", "127.0.0.1"),
+        metavar="HOST",
+        help="address to listen on (env KEYMUX_EMULATE_HOST)",
+    )
+    emulate.add_argument(
+        "--port",
+        type=port,
+        default=_env_default("EMULATE_PORT", "8700"),
+        metavar="PORT",
+        help="port to listen on, 0 for a free one (env KEYMUX_EMULATE_PORT)",
+    )
+    emulate.add_argument(
+        "--window",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds of the per-minute window",
+    )
+    emulate.add_argument(
+        "--day-window",
+        type=positive_float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="seconds of the per-day window (for --rpd)",
+    )
+    emulate.add_argument(
+        "--rpm", type=positive_int, default=None, metavar="N", help="requests per window, per key"
+    )
+    emulate.add_argument(
+        "--tpm", type=positive_int, default=None, metavar="N", help="tokens per window, per key"
+    )
+    emulate.add_argument(
+        "--rpd", type=positive_int, default=None, metavar="N", help="requests per day, per key"
+    )
     emulate.add_argument(
         "--latency",
         default="0",
         metavar="SECONDS|LOW:HIGH",
-        help="seconds per answer, or a range drawn per request, e.g. 0.01:0.03 (default 0)",
+        help="seconds per answer (0 or more), or a range drawn per request, e.g. 0.01:0.03",
     )
     emulate.add_argument(
         "--rate-model",
         choices=("sliding", "token-bucket", "fixed"),
         default="sliding",
-        help="how budgets refill: an exact sliding window (default), a continuously refilled "
-        "token bucket, or fixed windows aligned to the clock",
+        help="how budgets refill: sliding (an exact sliding window), token-bucket "
+        "(continuously refilled) or fixed (windows aligned to the clock)",
     )
     emulate.add_argument(
         "--key",
         action="append",
-        default=[],
+        default=None,
         metavar="PROVIDER:KEY",
         help="register a key (repeatable); without any, every key is accepted",
     )
-    emulate.add_argument("--seed", type=int, default=0)
+    emulate.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the emulator's random draws (latency ranges, injected faults), so a run "
+        "can be repeated (default: 0)",
+    )
 
     from ._serve import add_parser as add_serve_parser
 
@@ -200,19 +243,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     console = _console()
+    with _warnings_on_stderr():
+        try:
+            return _run(args, console)
+        except KeyboardInterrupt:
+            _fail(args.command, "interrupted")
+            return 130
+        except (CliError, KeymuxError) as exc:
+            _fail(args.command, str(exc))
+            return 2
+        except OSError as exc:
+            if args.command != "emulate":
+                raise
+            _fail(args.command, listen_error(exc, args.host, args.port))
+            return 2
+
+
+class _OneLine(logging.Formatter):
+    """A record as one line: its message, then its exception's type and text if it has one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            text += f" ({type(exc).__name__}: {exc})"
+        return " ".join(text.splitlines())
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """keymux's warnings (a key disabled, a .env line skipped) on stderr while a command runs.
+
+    The library's logger has only a ``NullHandler``; the command is the application here, so it
+    shows them itself, one line each.
+    """
+    logger = logging.getLogger("keymux")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLine())
+    logger.addHandler(handler)
     try:
-        return _run(args, console)
-    except KeyboardInterrupt:
-        _fail(args.command, "interrupted")
-        return 130
-    except (CliError, KeymuxError) as exc:
-        _fail(args.command, str(exc))
-        return 2
-    except (OSError, OverflowError) as exc:
-        if args.command != "emulate":
-            raise
-        _fail(args.command, _listen_error(exc, args.host, args.port))
-        return 2
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -257,19 +330,6 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 def _fail(command: str, message: str) -> None:
     sys.stderr.write(f"keymux {command}: error: {message}\n")
-
-
-def _listen_error(exc: BaseException, host: str, port: int) -> str:
-    """One line for a server that could not listen on ``host:port``."""
-    where = f"{host}:{port}"
-    if isinstance(exc, OverflowError) or not 0 <= port <= 65535:
-        return f"--port {port} is not a port: use 1-65535 (0 picks a free one)"
-    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-        return f"cannot listen on {where}: the port is in use; choose another --port"
-    if isinstance(exc, OSError) and exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied; choose a --port above 1023"
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"cannot listen on {where}: {reason}; check --host and --port"
 
 
 def module_main() -> int:

@@ -7,6 +7,7 @@ do, and exit status 2 (argparse's own convention), never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 from typing import Any, NoReturn
@@ -21,6 +22,8 @@ __all__ = [
     "Parser",
     "base_url",
     "dotenv_path",
+    "listen_error",
+    "port",
     "positive_float",
     "positive_int",
     "strategy_name",
@@ -71,6 +74,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"needs a number, got {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"needs a number above 0, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port: a whole number from 0 to 65535 (0 asks the system for a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: use 1-65535 (0 picks a free one)")
     return value
 
 
@@ -139,3 +153,17 @@ def dotenv_path(value: str | None) -> str | None:
             f"(chmod 600 {shlex.quote(path)}), or --env-file '' to read none"
         ) from None
     return path
+
+
+def listen_error(exc: OSError, host: str, port: int) -> str:
+    """One line for a server that could not listen on ``host:port`` (a port out of range is
+    refused earlier, when the flags are parsed)."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is in use; choose another --port"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied; choose a --port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: no such address here; check --host"
+    reason = exc.strerror or str(exc)
+    return f"cannot listen on {where}: {reason}; check --host and --port"

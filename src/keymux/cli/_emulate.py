@@ -32,7 +32,7 @@ def emulate(console: Console, args: argparse.Namespace) -> int:
         console.print(f"[red]keymux emulate: {exc}[/]")
         return 2
     keys = []
-    for item in args.key:
+    for item in args.key or ():
         provider, sep, key = item.partition(":")
         if not sep or not key:
             raise ConfigError(f"--key takes PROVIDER:KEY, got {item.split(':')[0]!r}:...")
@@ -49,24 +49,30 @@ def emulate(console: Console, args: argparse.Namespace) -> int:
         accept_any_key=not keys,
         default_limits={"rpm": args.rpm, "tpm": args.tpm, "rpd": args.rpd},
     )
-    root = f"http://{args.host}:{args.port}"
-    console.print(f"[bold]keymux emulator[/] on {root} (Ctrl-C stops it)")
-    console.print(
-        f"  OPENAI_BASE_URL={root}/v1  GROQ_BASE_URL={root}  ANTHROPIC_BASE_URL={root}  "
-        f"GOOGLE_GEMINI_BASE_URL={root}"
-    )
-    if not keys:
+
+    def banner(root: str) -> None:
+        """Printed once the socket is bound: a failed bind shows only its error, no URL."""
+        # soft_wrap: a URL is never broken across lines, however narrow the terminal
+        console.print(f"[bold]keymux emulator[/] on {root} (Ctrl-C stops it)", soft_wrap=True)
         console.print(
-            "  every key is accepted"
-            + (
-                f" (limits per key and model: rpm={args.rpm} tpm={args.tpm} rpd={args.rpd} per "
-                f"{args.window:g} s window, {args.rate_model})"
-                if args.rpm or args.tpm or args.rpd
-                else ""
-            )
+            f"  OPENAI_BASE_URL={root}/v1  GROQ_BASE_URL={root}  ANTHROPIC_BASE_URL={root}  "
+            f"GOOGLE_GEMINI_BASE_URL={root}",
+            soft_wrap=True,
         )
+        if not keys:
+            console.print(
+                "  every key is accepted"
+                + (
+                    f" (limits per key and model: rpm={args.rpm} tpm={args.tpm} rpd={args.rpd} "
+                    f"per {args.window:g} s window, {args.rate_model})"
+                    if args.rpm or args.tpm or args.rpd
+                    else ""
+                ),
+                soft_wrap=True,
+            )
+
     try:
-        run(emulator, host=args.host, port=args.port)
+        run(emulator, host=args.host, port=args.port, on_ready=banner)
     except KeyboardInterrupt:
         pass
     return 0

@@ -8,8 +8,6 @@ is visible to every user of the machine): ``KEYMUX_PROXY_TOKEN`` or ``--token-fi
 from __future__ import annotations
 
 import argparse
-import errno
-import logging
 import os
 import re
 import sys
@@ -17,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import KeymuxError
+from ._args import listen_error, port, positive_int
 
 __all__ = ["add_parser", "serve"]
 
@@ -40,26 +39,6 @@ def _typed(env: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = convert.__name__
     return parse
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"needs a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"needs a port 1-65535 (0 picks one), got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"needs a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"needs a whole number of 1 or more, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -116,7 +95,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port",
-        type=_typed(_env("PORT"), _port),
+        type=_typed(_env("PORT"), port),
         default=env(_env("PORT"), "8787"),
         help="port to listen on, 0 for a free one (env KEYMUX_PORT)",
     )
@@ -151,7 +130,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers",
-        type=_typed(_env("WORKERS"), _count),
+        type=_typed(_env("WORKERS"), positive_int),
         default=env(_env("WORKERS"), "1"),
         metavar="N",
         help="processes on one port (SO_REUSEPORT), each with its own multiplexer; with "
@@ -175,14 +154,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-concurrent",
-        type=_typed(_env("MAX_CONCURRENT"), _count),
+        type=_typed(_env("MAX_CONCURRENT"), positive_int),
         default=env(_env("MAX_CONCURRENT"), "5"),
         metavar="N",
         help="requests in flight at once per key (env KEYMUX_MAX_CONCURRENT)",
     )
     parser.add_argument(
         "--queue-size",
-        type=_typed(_env("QUEUE_SIZE"), _count),
+        type=_typed(_env("QUEUE_SIZE"), positive_int),
         default=env(_env("QUEUE_SIZE"), "100"),
         metavar="N",
         help="requests waiting per key; beyond it callers get 429 (env KEYMUX_QUEUE_SIZE)",
@@ -197,13 +176,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the proxy; a mistake is one line on stderr and exit status 2."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("keymux serve: %(message)s"))
-    logger = logging.getLogger("keymux")
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.WARNING)
+    """Run the proxy; a mistake is one line on stderr and exit status 2 (keymux's warnings
+    reach stderr through the handler ``main`` puts on the logger while a command runs)."""
     try:
         from ..server import ServerConfig, load_tokens, run
         from ..server._metrics import import_prometheus
@@ -227,25 +201,11 @@ def serve(args: argparse.Namespace) -> int:
     except KeymuxError as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(_listen_error(exc, args.host, args.port))
+        return _fail(listen_error(exc, args.host, args.port))
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during the grace period
         return 130
-    finally:
-        logger.removeHandler(handler)
 
 
 def _fail(message: str) -> int:
     sys.stderr.write(f"keymux serve: error: {message}\n")
     return 2
-
-
-def _listen_error(exc: OSError, host: str, port: int) -> str:
-    where = f"{host}:{port}"
-    if exc.errno == errno.EADDRINUSE:
-        return f"cannot listen on {where}: the port is in use; choose another --port"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied; choose a --port above 1023"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: no such address here; check --host"
-    reason = exc.strerror or str(exc)
-    return f"cannot listen on {where}: {reason}; check --host and --port"

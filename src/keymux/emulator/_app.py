@@ -46,7 +46,8 @@ __all__ = ["Emulator"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: what keymux appends to the emulator's root URL, per provider (see api.md)
+#: per provider, what follows the host in its official SDK's base URL (only OpenAI's ends in
+#: ``/v1``): the emulator's root URL plus this is the base URL a client is given
 BASE_PATHS = {"openai": "/v1", "groq": "", "claude": "", "gemini": ""}
 #: the API versions Gemini's methods are served under
 _GEMINI = ("/v1beta", "/v1")

@@ -97,17 +97,22 @@ class SSEParser:
 
 
 class AdapterBase(ABC):
-    """What every adapter shares: ``build`` from its ``prepare`` and ``url``."""
+    """What every adapter shares: ``build`` (its ``prepare``, then ``url``), a plain ``url``
+    join (OpenAI's adds its path prefix), the whole-model ``limit_scope`` and the repr."""
 
     __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"keymux.providers.{type(self).__name__}()"
 
     @abstractmethod
     def prepare(
         self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
     ) -> Prepared: ...
 
-    @abstractmethod
-    def url(self, base_url: str, path: str) -> str: ...
+    def url(self, base_url: str, path: str) -> str:
+        """``path`` (relative to the official base URL) joined to ``base_url``."""
+        return base_url.rstrip("/") + path
 
     def build(
         self,
@@ -149,7 +154,7 @@ class Adapter(Protocol):
 
     #: canonical provider name: "openai", "groq", "claude", "gemini"
     name: str
-    #: what the official SDK calls its base URL (api.md)
+    #: the base URL the provider's official SDK uses (paths are relative to it)
     default_base_url: str
     #: endpoint -> model used when the caller passes model=None
     default_models: Mapping[str, str]
@@ -184,8 +189,10 @@ class Adapter(Protocol):
         """``prepare`` and one attempt's request at once."""
         ...
 
-    def parse(self, endpoint: str, body: Any) -> Parsed:
-        """Read a 2xx JSON body; ``ValueError`` (with a clear message) if fields are missing."""
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
+        """Read a 2xx JSON body; ``ValueError`` (with a clear message) if fields are missing.
+        ``model`` is the model the request asked for (``Prepared.model``): the model of an
+        answer that names none (Gemini's embeddings)."""
         ...
 
     def stream_decoder(self) -> StreamDecoder:

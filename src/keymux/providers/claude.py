@@ -7,25 +7,23 @@ are merged (Anthropic wants user/assistant turns to alternate), OpenAI ``text`` 
 a default, and ``stop`` becomes ``stop_sequences``. Anthropic-native content blocks and every
 other parameter pass through unchanged, so the provider's own validation speaks for itself.
 
-Errors are classified by status, ``error.type`` and ``error.details.error_code``
-(reference/providers.md §3.5, §7); rate-limit facts come from the ``anthropic-ratelimit-*``
-headers, whose resets are absolute RFC 3339 timestamps (§3.6).
+Errors are classified by status, ``error.type`` and ``error.details.error_code``: a 429 is a
+rate limit unless it is the spend cap (``enforced_spend_limit_reached``, or "regain access on"
+a date); 402, ``billing_error`` and two billing 400s mean the key's money is spent; 529 and
+``overloaded_error`` are Anthropic's overload. Rate-limit facts come from the
+``anthropic-ratelimit-*`` headers, whose resets are absolute RFC 3339 timestamps.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
-from .._errors import InvalidRequestError, UnsupportedError
+from .._errors import UnsupportedError
 from .._headers import parse_float, parse_retry_after, parse_rfc3339
-from .._secret import mask
+from .._secret import scrub_secrets
 from .._types import (
     USER_AGENT,
     HttpRequest,
@@ -38,6 +36,21 @@ from .._types import (
     Usage,
 )
 from ._base import AdapterBase, SSEEvent, StreamFailure
+from ._common import (
+    InlineImage,
+    Turns,
+    bad,
+    convert_messages,
+    dumps,
+    event_object,
+    image_source,
+    lowered,
+    positive_int,
+    prompt_tokens,
+    read_json,
+    snippet,
+    stop_sequences,
+)
 
 __all__ = ["ClaudeAdapter", "ClaudeStreamDecoder"]
 
@@ -66,30 +79,12 @@ DEFAULT_MAX_TOKENS = 1024
 _HANDLED = frozenset(
     {"messages", "model", "stream", "max_tokens", "max_completion_tokens", "stop", "betas"}
 )
-_SYSTEM_ROLES = frozenset({"system", "developer"})
-_TURN_ROLES = frozenset({"user", "assistant"})
 #: mid-stream error types worth another attempt (what would be a 529 or 500 outside a stream)
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error"})
-#: Anthropic keys, in case an error message or a proxy's page ever echoes one
-_KEY_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}")
 #: "You will regain access on 2026-09-01 at 00:00 UTC." (spend-cap 429)
 _REGAIN_RE = re.compile(r"regain access on (\d{4}-\d{2}-\d{2})(?: at (\d{1,2}:\d{2}))? UTC")
 #: 400 messages that mean "this key's money is spent", not "your request is wrong"
 _BILLING_400 = ("specified api usage limits", "credit balance is too low")
-_DATA_URL_RE = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
-
-
-def _dumps(body: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(
-            f"claude: the request parameters are not JSON-serialisable: {exc}", provider=PROVIDER
-        ) from exc
-
-
-def _bad(message: str) -> InvalidRequestError:
-    return InvalidRequestError(f"claude: {message}", provider=PROVIDER)
 
 
 def _system_text(content: Any, where: str) -> str:
@@ -104,24 +99,20 @@ def _system_text(content: Any, where: str) -> str:
                 if isinstance(text, str):
                     texts.append(text)
                     continue
-            raise _bad(f"{where}: a system message may hold only text parts")
+            raise bad(PROVIDER, f"{where}: a system message may hold only text parts")
         return "\n\n".join(texts)
-    raise _bad(f"{where}: content must be a string or a list of text parts")
+    raise bad(PROVIDER, f"{where}: content must be a string or a list of text parts")
 
 
 def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
     """An OpenAI ``image_url`` part as an Anthropic ``image`` block (data URL or http URL)."""
-    spec = part.get("image_url")
-    url = spec.get("url") if isinstance(spec, Mapping) else spec
-    if not isinstance(url, str) or not url:
-        raise _bad(f"{where}: an image_url part needs a url")
-    match = _DATA_URL_RE.fullmatch(url)
-    if match:
-        source = {"type": "base64", "media_type": match.group(1), "data": match.group(2)}
+    url = image_source(
+        part, where, PROVIDER, schemes=("http://", "https://"), named="an http(s) URL"
+    )
+    if isinstance(url, InlineImage):
+        source = {"type": "base64", "media_type": url.media_type, "data": url.data}
         return {"type": "image", "source": source}
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _bad(f"{where}: an image url must be a data: URL (base64) or an http(s) URL")
+    return {"type": "image", "source": {"type": "url", "url": url}}
 
 
 def _blocks(content: Any, where: str) -> str | list[Any]:
@@ -129,14 +120,16 @@ def _blocks(content: Any, where: str) -> str | list[Any]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _bad(f"{where}: content must be a string or a list of content parts")
+        raise bad(PROVIDER, f"{where}: content must be a string or a list of content parts")
     blocks: list[Any] = []
     for i, part in enumerate(content):
         if isinstance(part, str):
             blocks.append({"type": "text", "text": part})
             continue
         if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
-            raise _bad(f"{where}.content[{i}]: a content part must be an object with a 'type'")
+            raise bad(
+                PROVIDER, f"{where}.content[{i}]: a content part must be an object with a 'type'"
+            )
         if part["type"] == "image_url":
             blocks.append(_image_block(part, f"{where}.content[{i}]"))
         else:  # OpenAI text parts have Anthropic's shape; native blocks pass through
@@ -144,46 +137,26 @@ def _blocks(content: Any, where: str) -> str | list[Any]:
     return blocks
 
 
+def _merge(earlier: str | list[Any], later: str | list[Any]) -> list[Any]:
+    """Two contents of one role as one: a string becomes a text block."""
+    return _as_list(earlier) + _as_list(later)
+
+
 def _as_list(content: str | list[Any]) -> list[Any]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
 
-def convert_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """OpenAI-style messages -> (system texts, Anthropic messages with merged same-role turns)."""
-    if not isinstance(messages, list | tuple) or not messages:
-        raise _bad("messages must be a non-empty list of {'role': ..., 'content': ...} objects")
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for i, msg in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(msg, Mapping):
-            raise _bad(f"{where} must be an object with 'role' and 'content'")
-        role = msg.get("role")
-        if not isinstance(role, str):  # also keeps unhashable garbage out of the set lookups
-            role = None
-        if role in _SYSTEM_ROLES:
-            system.append(_system_text(msg.get("content"), where))
-            continue
-        if role not in _TURN_ROLES:
-            raise _bad(
-                f"{where} has role {role!r}; use 'system', 'user' or 'assistant' "
-                "(for tool results send Anthropic tool_result blocks in a user message)"
-            )
-        content = msg.get("content")
-        if content is None:
-            raise _bad(
-                f"{where} has no content (OpenAI tool_calls are not translated; "
-                "send Anthropic tool_use blocks instead)"
-            )
-        blocks = _blocks(content, where)
-        if turns and turns[-1]["role"] == role:
-            last = turns[-1]
-            last["content"] = _as_list(last["content"]) + _as_list(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    if not turns:
-        raise _bad("messages need at least one user or assistant message besides system ones")
-    return system, turns
+#: how Anthropic's Messages API takes a conversation
+_TURNS = Turns(
+    provider=PROVIDER,
+    roles={"user": "user", "assistant": "assistant"},
+    field="content",
+    content=_blocks,
+    system_text=_system_text,
+    merge=_merge,
+    tool_results="Anthropic tool_result blocks",
+    tool_calls="Anthropic tool_use blocks",
+)
 
 
 def _max_tokens(params: Mapping[str, Any]) -> int | None:
@@ -192,9 +165,10 @@ def _max_tokens(params: Mapping[str, Any]) -> int | None:
         value = params.get("max_completion_tokens")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(f"max_tokens must be a positive integer, got {value!r}")
-    return value
+    checked = positive_int(value)
+    if checked is None:
+        raise bad(PROVIDER, f"max_tokens must be a positive integer, got {value!r}")
+    return checked
 
 
 def _merge_system(given: Any, texts: list[str]) -> Any:
@@ -206,49 +180,7 @@ def _merge_system(given: Any, texts: list[str]) -> Any:
         return f"{given}\n\n{joined}" if given else joined
     if isinstance(given, list):
         return [*given, {"type": "text", "text": joined}]
-    raise _bad("system must be a string or a list of text blocks")
-
-
-def _chars(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        total = 0
-        for part in content:
-            if isinstance(part, str):
-                total += len(part)
-            elif isinstance(part, Mapping):
-                text = part.get("text")
-                if isinstance(text, str):
-                    total += len(text)
-        return total
-    return 0
-
-
-def prompt_tokens(messages: Any) -> int:
-    """A quick prompt estimate: ceil(chars / 4) + 4 per message (shared with Gemini)."""
-    chars = 0
-    count = 0
-    if isinstance(messages, list | tuple):
-        for msg in messages:
-            if isinstance(msg, Mapping):
-                count += 1
-                chars += _chars(msg.get("content"))
-    return math.ceil(chars / 4) + 4 * count
-
-
-def positive_int(value: Any) -> int | None:
-    """value if it is a positive int (not a bool), else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return None
-
-
-def lowered(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """Headers for lowercase lookups: a case-insensitive multidict as it is, others lowercased."""
-    if isinstance(headers, CIMultiDictProxy | CIMultiDict):  # aiohttp's: case-insensitive
-        return headers
-    return {k.lower(): v for k, v in headers.items()}
+    raise bad(PROVIDER, "system must be a string or a list of text blocks")
 
 
 def _limit(headers: Mapping[str, str], prefix: str, now_wall: float) -> LimitInfo | None:
@@ -259,15 +191,6 @@ def _limit(headers: Mapping[str, str], prefix: str, now_wall: float) -> LimitInf
         return None
     reset_after = None if reset_at is None else max(0.0, reset_at - now_wall)
     return LimitInfo(limit=limit, remaining=remaining, reset_after=reset_after)
-
-
-def _redact(text: str) -> str:
-    return _KEY_RE.sub(lambda m: mask(m.group(0)), text) if "sk-ant-" in text else text
-
-
-def _snippet(body: bytes) -> str:
-    text = " ".join(body[:400].decode("utf-8", "replace").split())
-    return text[:200]
 
 
 def _regain_after(message: str, now_wall: float) -> float | None:
@@ -288,15 +211,13 @@ def _regain_after(message: str, now_wall: float) -> float | None:
 def classify_claude(
     status: int, headers: Mapping[str, str], body: bytes, now_wall: float
 ) -> Outcome:
-    """The pure classification of one non-2xx Anthropic answer (providers.md §3.5, §7)."""
+    """The pure classification of one non-2xx Anthropic answer: by status, ``error.type`` and
+    ``error.details.error_code``, and for the spend cap the date in its message."""
     headers = lowered(headers)
     error_type: str | None = None
     code: str | None = None
     message = ""
-    try:
-        data = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        data = None
+    data = read_json(body)
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         if isinstance(error.get("type"), str):
@@ -307,8 +228,8 @@ def classify_claude(
         if isinstance(details, dict) and isinstance(details.get("error_code"), str):
             code = details["error_code"]
     elif body:
-        message = _snippet(body)
-    message = _redact(message) or f"HTTP {status} from Anthropic"
+        message = snippet(body)
+    message = scrub_secrets(message) or f"HTTP {status} from Anthropic"
     retry_after = parse_retry_after(headers, now_wall)
     lower = message.lower()
 
@@ -369,12 +290,7 @@ class ClaudeStreamDecoder:
         name = event.event
         if name is not None and name not in _STREAM_EVENTS:
             return None  # ping and event types added later
-        try:
-            data = json.loads(event.data)
-        except ValueError as exc:
-            raise ValueError(f"claude stream: data is not JSON: {event.data[:200]!r}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"claude stream: data is not an object: {event.data[:200]!r}")
+        data = event_object(event.data, PROVIDER)
         kind = data.get("type", name)
         if kind == "content_block_delta":
             delta = data.get("delta")
@@ -402,7 +318,8 @@ class ClaudeStreamDecoder:
             error = error if isinstance(error, dict) else {}
             etype = error.get("type") if isinstance(error.get("type"), str) else None
             message = error.get("message")
-            text = _redact(message) if isinstance(message, str) and message else "stream error"
+            text = scrub_secrets(message) if isinstance(message, str) else ""
+            text = text or "stream error"
             raise StreamFailure(text, error_type=etype, retryable=etype in _RETRYABLE_STREAM_ERRORS)
         return None
 
@@ -447,9 +364,6 @@ class ClaudeAdapter(AdapterBase):
     auth_header = "x-api-key"
     auth_prefix = ""
 
-    def __repr__(self) -> str:
-        return "keymux.providers.ClaudeAdapter()"
-
     def limit_scope(self, model: str | None) -> str:
         """Anthropic limits each model *class*: a dated or ``-latest`` id shares its class's
         limits (``claude-sonnet-4-5-20250929`` spends ``claude-sonnet-4-5``'s)."""
@@ -458,17 +372,17 @@ class ClaudeAdapter(AdapterBase):
     def error_body(self, status: int, message: str) -> bytes:
         """An error answer in Anthropic's own shape (for answers keymux makes itself)."""
         etype = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        return _dumps({"type": "error", "error": {"type": etype, "message": message}})
+        return dumps({"type": "error", "error": {"type": etype, "message": message}}, PROVIDER)
 
     def prepare(
         self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
     ) -> Prepared:
         if endpoint != "chat":
             raise self._unsupported(endpoint)
-        system, turns = convert_messages(params.get("messages"))
+        system, turns = convert_messages(params.get("messages"), _TURNS)
         model = model or params.get("model") or self.default_models["chat"]
         if not isinstance(model, str):
-            raise _bad(f"model must be a string, got {type(model).__name__}")
+            raise bad(PROVIDER, f"model must be a string, got {type(model).__name__}")
         max_tokens = _max_tokens(params)
         body: dict[str, Any] = {
             "model": model,
@@ -482,12 +396,7 @@ class ClaudeAdapter(AdapterBase):
             body["system"] = _merge_system(body.get("system"), system)
         stop = params.get("stop")
         if stop is not None:
-            if isinstance(stop, str):
-                body["stop_sequences"] = [stop]
-            elif isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop):
-                body["stop_sequences"] = list(stop)
-            else:
-                raise _bad("stop must be a string or a list of strings")
+            body["stop_sequences"] = stop_sequences(stop, PROVIDER)
         headers = {
             "anthropic-version": API_VERSION,
             "content-type": "application/json",
@@ -499,13 +408,9 @@ class ClaudeAdapter(AdapterBase):
         betas = params.get("betas")
         if betas:
             headers["anthropic-beta"] = betas if isinstance(betas, str) else ",".join(betas)
-        return Prepared("POST", "/v1/messages", headers, _dumps(body), model, "x-api-key")
+        return Prepared("POST", "/v1/messages", headers, dumps(body, PROVIDER), model, "x-api-key")
 
-    def url(self, base_url: str, path: str) -> str:
-        """``path`` (relative to the official base URL) joined to ``base_url``."""
-        return base_url.rstrip("/") + path
-
-    def parse(self, endpoint: str, body: Any) -> Parsed:
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
         if endpoint != "chat":
             raise self._unsupported(endpoint)
         if not isinstance(body, dict):

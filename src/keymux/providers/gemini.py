@@ -15,15 +15,15 @@ malformed body: ``parse`` returns ``text=""`` with ``finish_reason`` set to the 
 (for example ``"SAFETY"``), the way OpenAI reports ``content_filter``. Retrying the same prompt on
 another key would be blocked again.
 
-Errors are ``google.rpc.Status`` bodies (reference/providers.md §4.6): the window of a 429 is read
-from the ``QuotaFailure`` quotaId (``PerDay`` parks the key until the daily reset, midnight Pacific
-time), the wait from ``RetryInfo.retryDelay``. Gemini sends no rate-limit headers.
+Errors are ``google.rpc.Status`` bodies (``code``, ``status``, ``message`` and typed
+``details``): the window of a 429 is read from the ``QuotaFailure`` quotaId (``PerDay`` parks the
+key until the daily reset, midnight Pacific time), the wait from ``RetryInfo.retryDelay``. Gemini
+sends no rate-limit headers.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -32,12 +32,26 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
-from .._errors import InvalidRequestError, UnsupportedError
+from .._errors import UnsupportedError
 from .._headers import parse_proto_duration, parse_retry_after
-from .._secret import mask
+from .._secret import scrub_secrets
 from .._types import USER_AGENT, HttpRequest, Kind, Outcome, Parsed, Prepared, RateSnapshot, Usage
 from ._base import AdapterBase, SSEEvent, StreamFailure
-from .claude import lowered, positive_int, prompt_tokens
+from ._common import (
+    InlineImage,
+    Turns,
+    bad,
+    convert_messages,
+    dumps,
+    event_object,
+    image_source,
+    lowered,
+    positive_int,
+    prompt_tokens,
+    read_json,
+    snippet,
+    stop_sequences,
+)
 
 __all__ = ["GeminiAdapter", "GeminiStreamDecoder"]
 
@@ -62,9 +76,6 @@ _STREAM_HEADERS = MappingProxyType(
     {"content-type": "application/json", "accept": "text/event-stream", "user-agent": USER_AGENT}
 )
 DEFAULT_OUTPUT_TOKENS = 256
-
-_ROLES = {"user": "user", "assistant": "model", "model": "model"}
-_SYSTEM_ROLES = frozenset({"system", "developer"})
 
 #: caller parameter -> generationConfig field, in precedence order (a later name wins)
 _GENERATION: tuple[tuple[str, str], ...] = (
@@ -131,29 +142,15 @@ _EMBED_HANDLED = frozenset({"input", "model", "stream", "encoding_format"})
 
 _RETRYABLE_STREAM_STATUSES = frozenset({"UNAVAILABLE", "INTERNAL"})
 _KEY_INVALID_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
-#: Google API keys, in case an error message echoes one ("Consumer 'api_key:AIza…'")
-_KEY_RE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
 _RETRY_IN_RE = re.compile(r"retry in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.IGNORECASE)
-_DATA_URL_RE = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.DOTALL)
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
-
-
-def _bad(message: str) -> InvalidRequestError:
-    return InvalidRequestError(f"gemini: {message}", provider=PROVIDER)
-
-
-def _dumps(body: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise _bad(f"the request parameters are not JSON-serialisable: {exc}") from exc
 
 
 def model_resource(model: str) -> str:
     """``"gemini-2.5-flash"`` or ``"models/gemini-2.5-flash"`` -> ``"models/gemini-2.5-flash"``
     (``tunedModels/...`` stays as it is)."""
     if not isinstance(model, str) or not model.strip("/ "):
-        raise _bad(f"model must be a non-empty string, got {model!r}")
+        raise bad(PROVIDER, f"model must be a non-empty string, got {model!r}")
     name = model.strip().strip("/")
     if not name.startswith(("models/", "tunedModels/")):
         name = "models/" + name
@@ -161,16 +158,13 @@ def model_resource(model: str) -> str:
 
 
 def _image_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
-    spec = part.get("image_url")
-    url = spec.get("url") if isinstance(spec, Mapping) else spec
-    if not isinstance(url, str) or not url:
-        raise _bad(f"{where}: an image_url part needs a url")
-    match = _DATA_URL_RE.fullmatch(url)
-    if match:
-        return {"inlineData": {"mimeType": match.group(1), "data": match.group(2)}}
-    if url.startswith(("http://", "https://", "gs://")):
-        return {"fileData": {"fileUri": url}}
-    raise _bad(f"{where}: an image url must be a data: URL (base64) or a file URI")
+    """An OpenAI ``image_url`` part as Gemini ``inlineData`` (data URL) or ``fileData``."""
+    url = image_source(
+        part, where, PROVIDER, schemes=("http://", "https://", "gs://"), named="a file URI"
+    )
+    if isinstance(url, InlineImage):
+        return {"inlineData": {"mimeType": url.media_type, "data": url.data}}
+    return {"fileData": {"fileUri": url}}
 
 
 def _parts(content: Any, where: str) -> list[Any]:
@@ -178,25 +172,27 @@ def _parts(content: Any, where: str) -> list[Any]:
     if isinstance(content, str):
         return [{"text": content}]
     if not isinstance(content, list):
-        raise _bad(f"{where}: content must be a string or a list of content parts")
+        raise bad(PROVIDER, f"{where}: content must be a string or a list of content parts")
     parts: list[Any] = []
     for i, part in enumerate(content):
         if isinstance(part, str):
             parts.append({"text": part})
             continue
         if not isinstance(part, Mapping):
-            raise _bad(f"{where}.content[{i}]: a content part must be an object")
+            raise bad(PROVIDER, f"{where}.content[{i}]: a content part must be an object")
         kind = part.get("type")
         if kind is None:  # a Gemini-native part ({"text"}, {"inlineData"}, {"functionCall"}, …)
             parts.append(part)
         elif kind == "text":
             if not isinstance(part.get("text"), str):
-                raise _bad(f"{where}.content[{i}]: a text part needs a string 'text'")
+                raise bad(PROVIDER, f"{where}.content[{i}]: a text part needs a string 'text'")
             parts.append({"text": part["text"]})
         elif kind == "image_url":
             parts.append(_image_part(part, f"{where}.content[{i}]"))
         else:
-            raise _bad(f"{where}.content[{i}]: part type {kind!r} is not supported for Gemini")
+            raise bad(
+                PROVIDER, f"{where}.content[{i}]: part type {kind!r} is not supported for Gemini"
+            )
     return parts
 
 
@@ -205,44 +201,21 @@ def _system_text(content: Any, where: str) -> str:
     for part in _parts(content, where):
         text = part.get("text") if isinstance(part, Mapping) else None
         if not isinstance(text, str):
-            raise _bad(f"{where}: a system message may hold only text")
+            raise bad(PROVIDER, f"{where}: a system message may hold only text")
         texts.append(text)
     return "\n\n".join(texts)
 
 
-def convert_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """OpenAI-style messages -> (system texts, Gemini contents with merged same-role turns)."""
-    if not isinstance(messages, list | tuple) or not messages:
-        raise _bad("messages must be a non-empty list of {'role': ..., 'content': ...} objects")
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
-    for i, msg in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(msg, Mapping):
-            raise _bad(f"{where} must be an object with 'role' and 'content'")
-        role = msg.get("role")
-        if not isinstance(role, str):  # also keeps unhashable garbage out of the set lookups
-            role = None
-        content = msg.get("content")
-        if role in _SYSTEM_ROLES:
-            system.append(_system_text(content, where))
-            continue
-        gemini_role = _ROLES.get(role) if role is not None else None
-        if gemini_role is None:
-            raise _bad(
-                f"{where} has role {role!r}; use 'system', 'user' or 'assistant' "
-                "(for tool results send Gemini functionResponse parts in a user message)"
-            )
-        if content is None:
-            raise _bad(f"{where} has no content (OpenAI tool_calls are not translated)")
-        parts = _parts(content, where)
-        if contents and contents[-1]["role"] == gemini_role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": gemini_role, "parts": parts})
-    if not contents:
-        raise _bad("messages need at least one user or assistant message besides system ones")
-    return system, contents
+#: how Gemini's generateContent takes a conversation
+_TURNS = Turns(
+    provider=PROVIDER,
+    roles={"user": "user", "assistant": "model", "model": "model"},
+    field="parts",
+    content=_parts,
+    system_text=_system_text,
+    merge=lambda earlier, later: [*earlier, *later],
+    tool_results="Gemini functionResponse parts",
+)
 
 
 def _system_instruction(given: Any, texts: list[str]) -> Any:
@@ -254,7 +227,7 @@ def _system_instruction(given: Any, texts: list[str]) -> Any:
     elif isinstance(given, Mapping) and isinstance(given.get("parts"), list):
         parts = list(given["parts"])
     else:
-        raise _bad("systemInstruction must be a string or a Content object with 'parts'")
+        raise bad(PROVIDER, "systemInstruction must be a string or a Content object with 'parts'")
     if texts:
         parts.append({"text": "\n\n".join(texts)})
     return {"parts": parts}
@@ -272,21 +245,23 @@ def _response_format(value: Any, config: dict[str, Any]) -> None:
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, Mapping) else None
         if not isinstance(schema, Mapping):
-            raise _bad("response_format json_schema needs json_schema.schema")
+            raise bad(PROVIDER, "response_format json_schema needs json_schema.schema")
         config["responseMimeType"] = "application/json"
         config["responseJsonSchema"] = schema
         return
-    raise _bad(f"response_format {value!r} is not supported (use text, json_object, json_schema)")
+    raise bad(
+        PROVIDER, f"response_format {value!r} is not supported (use text, json_object, json_schema)"
+    )
 
 
 def _chat_body(params: Mapping[str, Any]) -> dict[str, Any]:
-    system, contents = convert_messages(params.get("messages"))
+    system, contents = convert_messages(params.get("messages"), _TURNS)
     body: dict[str, Any] = {"contents": contents}
     given = params.get("generationConfig")
     if given is None:
         given = params.get("generation_config")
     if given is not None and not isinstance(given, Mapping):
-        raise _bad("generationConfig must be an object")
+        raise bad(PROVIDER, "generationConfig must be an object")
     config: dict[str, Any] = dict(given) if given else {}
     if params.get("response_format") is not None:
         _response_format(params["response_format"], config)
@@ -294,13 +269,8 @@ def _chat_body(params: Mapping[str, Any]) -> dict[str, Any]:
         value = params.get(name)
         if value is not None:
             config[field] = value
-    stop = config.get("stopSequences")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif stop is not None and not (
-        isinstance(stop, list | tuple) and all(isinstance(s, str) for s in stop)
-    ):
-        raise _bad("stop must be a string or a list of strings")
+    if config.get("stopSequences") is not None:
+        config["stopSequences"] = stop_sequences(config["stopSequences"], PROVIDER)
     instruction = params.get("systemInstruction")
     if instruction is None:
         instruction = params.get("system_instruction")
@@ -324,10 +294,12 @@ def _embed_body(params: Mapping[str, Any], resource: str) -> dict[str, Any]:
         or not texts
         or not all(isinstance(t, str) for t in texts)
     ):
-        raise _bad("input must be a string or a non-empty list of strings")
+        raise bad(PROVIDER, "input must be a string or a non-empty list of strings")
     encoding = params.get("encoding_format")
     if encoding not in (None, "float"):
-        raise _bad(f"encoding_format {encoding!r} is not supported (Gemini returns floats)")
+        raise bad(
+            PROVIDER, f"encoding_format {encoding!r} is not supported (Gemini returns floats)"
+        )
     extra: dict[str, Any] = {}
     for key, value in params.items():
         if key in _EMBED_HANDLED or value is None:
@@ -390,10 +362,6 @@ def _block_reason(body: Mapping[str, Any]) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-def _redact(text: str) -> str:
-    return _KEY_RE.sub(lambda m: mask(m.group(0)), text) if "AIza" in text else text
-
-
 @functools.cache
 def _pacific() -> tzinfo:
     try:
@@ -423,16 +391,15 @@ def _retry_in(message: str) -> float | None:
 def classify_gemini(
     status: int, headers: Mapping[str, str], body: bytes, now_wall: float
 ) -> Outcome:
-    """The pure classification of one non-2xx Gemini answer (providers.md §4.6, §7)."""
+    """The pure classification of one non-2xx Gemini answer: an invalid or expired key and spent
+    credits by ``ErrorInfo`` reason and message first, then by status; a 429's window from its
+    ``QuotaFailure`` quota ids, its wait from ``RetryInfo``, the message or ``retry-after``."""
     rpc_status: str | None = None
     message = ""
     reasons: list[str] = []
     quota_ids: list[str] = []
     retry_delay: float | None = None
-    try:
-        data = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        data = None
+    data = read_json(body)
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(data, list) and data and isinstance(data[0], dict):  # a streamed error array
         error = data[0].get("error")
@@ -457,8 +424,8 @@ def classify_gemini(
             elif detail_type == "RetryInfo":
                 retry_delay = parse_proto_duration(detail.get("retryDelay"))
     elif body:
-        message = " ".join(body[:400].decode("utf-8", "replace").split())[:200]
-    message = _redact(message) or f"HTTP {status} from Gemini"
+        message = snippet(body)
+    message = scrub_secrets(message) or f"HTTP {status} from Gemini"
     lower = message.lower()
     code = reasons[0] if reasons else None
     retry_after: float | None = None
@@ -528,18 +495,14 @@ class GeminiStreamDecoder:
         if raw.strip() == "[DONE]":  # not sent by Gemini; harmless from a compatible proxy
             self.done = True
             return None
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ValueError(f"gemini stream: event data is not JSON: {raw[:200]!r}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"gemini stream: event data is not an object: {raw[:200]!r}")
+        data = event_object(raw, PROVIDER)
         error = data.get("error")
         if error is not None:
             error = error if isinstance(error, dict) else {"message": str(error)}
             status = error.get("status") if isinstance(error.get("status"), str) else None
             message = error.get("message")
-            text = _redact(message) if isinstance(message, str) and message else "stream error"
+            text = scrub_secrets(message) if isinstance(message, str) else ""
+            text = text or "stream error"
             retryable = status in _RETRYABLE_STREAM_STATUSES or (
                 status is None and error.get("code") in (500, 503)
             )
@@ -595,9 +558,6 @@ class GeminiAdapter(AdapterBase):
     auth_header = "x-goog-api-key"
     auth_prefix = ""
 
-    def __repr__(self) -> str:
-        return "keymux.providers.GeminiAdapter()"
-
     def limit_scope(self, model: str | None) -> str:
         """The model without its ``models/`` resource prefix (both name the same limits)."""
         return model.removeprefix("models/") if model else ""
@@ -605,7 +565,7 @@ class GeminiAdapter(AdapterBase):
     def error_body(self, status: int, message: str) -> bytes:
         """An error answer in Google's own shape (for answers keymux makes itself)."""
         code = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
-        return _dumps({"error": {"code": status, "message": message, "status": code}})
+        return dumps({"error": {"code": status, "message": message, "status": code}}, PROVIDER)
 
     def prepare(
         self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
@@ -631,21 +591,22 @@ class GeminiAdapter(AdapterBase):
                 method = "generateContent"
         path = f"/{API_VERSION}/{quote(resource, safe='/')}:{method}"
         return Prepared(
-            "POST", path, headers, _dumps(body), resource.removeprefix("models/"), "x-goog-api-key"
+            "POST",
+            path,
+            headers,
+            dumps(body, PROVIDER),
+            resource.removeprefix("models/"),
+            "x-goog-api-key",
         )
 
-    def url(self, base_url: str, path: str) -> str:
-        """``path`` (relative to the official base URL) joined to ``base_url``."""
-        return base_url.rstrip("/") + path
-
-    def parse(self, endpoint: str, body: Any) -> Parsed:
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
         if not isinstance(body, dict):
             raise ValueError(f"gemini: the answer is not a JSON object ({type(body).__name__})")
         if endpoint == "embed":
-            return self._parse_embed(body)
+            return self._parse_embed(body, model)
         if endpoint != "chat":
             raise UnsupportedError(f"gemini: unknown endpoint {endpoint!r}", provider=PROVIDER)
-        model = body.get("modelVersion")
+        version = body.get("modelVersion")
         usage = _usage(body.get("usageMetadata")) or Usage()
         candidates = body.get("candidates")
         if isinstance(candidates, list) and candidates:
@@ -661,13 +622,14 @@ class GeminiAdapter(AdapterBase):
             raise ValueError("gemini: 'candidates' is not a list")
         return Parsed(
             text=text,
-            model=model if isinstance(model, str) else None,
+            model=version if isinstance(version, str) else None,
             usage=usage,
             finish_reason=finish if isinstance(finish, str) else None,
         )
 
     @staticmethod
-    def _parse_embed(body: Mapping[str, Any]) -> Parsed:
+    def _parse_embed(body: Mapping[str, Any], model: str | None) -> Parsed:
+        """A batchEmbedContents answer; it names no model, so the one asked for is given."""
         items = body.get("embeddings")
         if items is None and "embedding" in body:
             items = [body["embedding"]]
@@ -680,7 +642,7 @@ class GeminiAdapter(AdapterBase):
                 raise ValueError(f"gemini: embeddings[{i}] has no 'values' list")
             vectors.append(values)
         usage = _usage(body.get("usageMetadata")) or Usage()
-        return Parsed(text=None, model=None, usage=usage, embeddings=vectors)
+        return Parsed(text=None, model=model, usage=usage, embeddings=vectors)
 
     def stream_decoder(self) -> GeminiStreamDecoder:
         return GeminiStreamDecoder()

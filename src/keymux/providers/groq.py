@@ -1,4 +1,4 @@
-"""Groq: OpenAI's wire protocol with Groq's quirks (``providers.md`` §2).
+"""Groq: OpenAI's wire protocol with Groq's quirks.
 
 - The SDK's base URL is ``https://api.groq.com``; paths start ``/openai/v1`` (a base URL that
   already ends in ``/openai/v1``, as the OpenAI SDK would use it, is accepted too).

@@ -1,4 +1,6 @@
-"""OpenAI's chat-completions and embeddings wire protocol (``providers.md`` §1).
+"""OpenAI's chat-completions and embeddings wire protocol: ``POST {base}/chat/completions`` and
+``/embeddings`` (base ``https://api.openai.com/v1``), the key as a Bearer token, rate limits in the
+``x-ratelimit-*`` headers with resets as Go durations (``6m0s``), errors as ``{"error": {...}}``.
 
 The adapter is stateless and pure. Everything a provider with an OpenAI-compatible API changes
 (base URL, path prefix, default models, the window of its request headers, a few statuses) is a
@@ -17,9 +19,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
-from .._errors import InvalidRequestError, UnsupportedError
+from .._errors import UnsupportedError
 from .._headers import parse_float, parse_go_duration, parse_retry_after
-from .._secret import mask
+from .._secret import scrub_secrets
 from .._types import (
     USER_AGENT,
     HttpRequest,
@@ -32,10 +34,10 @@ from .._types import (
     Usage,
 )
 from ._base import AdapterBase, SSEEvent, StreamFailure
+from ._common import bad, dumps, positive_int, prompt_tokens, snippet
 
-__all__ = ["OpenAIAdapter", "OpenAIStreamDecoder", "scrub_secrets"]
+__all__ = ["OpenAIAdapter", "OpenAIStreamDecoder"]
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _loads = json.loads
 
 #: body keys the adapter owns; caller values for them are ignored or handled explicitly
@@ -78,15 +80,6 @@ _RETRYABLE_KINDS = frozenset({Kind.RATE_LIMITED, Kind.OVERLOADED, Kind.SERVER_ER
 _TRY_AGAIN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)", re.IGNORECASE)
 _PER_DAY = re.compile(r"per day|\((?:rpd|tpd)\)", re.IGNORECASE)
 
-#: provider key prefixes (also OpenAI's half-masked echo ``sk-abc1****wxyz``), long random
-#: tokens that mix letters and digits, and bearer credentials
-_SECRET = re.compile(
-    r"(?<![\w-])(?:sk-|gsk_|xai-|AIza)[\w*-]{4,}"
-    r"|(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{40,}"
-    r"|(?<=Bearer )[\w.~+/-]{8,}=*",
-    re.ASCII,
-)
-
 _JSON_HEADERS = MappingProxyType(
     {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
 )
@@ -111,15 +104,6 @@ _ERROR_SHAPES: Mapping[int, tuple[str, str | None]] = MappingProxyType(
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _NON_TEXT_PART_CHARS = 1000  # an image or audio part counts as ~250 tokens in estimates
 _DEFAULT_MAX_OUTPUT = 256
-
-
-def scrub_secrets(text: str) -> str:
-    """``text`` with anything that looks like an API key replaced by a masked form."""
-    return _SECRET.sub(_mask_match, text)
-
-
-def _mask_match(match: re.Match[str]) -> str:
-    return mask(match.group().replace("*", ""))
 
 
 # --- small readers ------------------------------------------------------------------------
@@ -184,25 +168,6 @@ def _vector(raw: object, position: int) -> list[float]:
         f"embedding data[{position}] must be a non-empty list of numbers or a base64 string, "
         f"got {_type_name(raw)}"
     )
-
-
-def _content_chars(content: object) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        total = 0
-        for part in content:
-            if isinstance(part, dict):
-                text = part.get("text")
-                total += len(text) if isinstance(text, str) else _NON_TEXT_PART_CHARS
-            elif isinstance(part, str):
-                total += len(part)
-        return total
-    return 0
-
-
-def _positive_int(value: object) -> int | None:
-    return value if type(value) is int and value > 0 else None
 
 
 # --- the stream decoder -------------------------------------------------------------------
@@ -361,55 +326,47 @@ class OpenAIAdapter(AdapterBase):
                 )
             return default
         if not isinstance(model, str) or not model.strip():
-            raise InvalidRequestError(
-                f"{self.name}: model must be a non-empty string, got {_type_name(model)}",
-                provider=self.name,
-            )
+            raise bad(self.name, f"model must be a non-empty string, got {_type_name(model)}")
         return model
-
-    def _bad(self, message: str) -> InvalidRequestError:
-        return InvalidRequestError(f"{self.name}: {message}", provider=self.name)
 
     def _check_messages(self, messages: object) -> None:
         if not isinstance(messages, list | tuple) or not messages:
-            raise self._bad(
+            raise bad(
+                self.name,
                 "chat needs messages=[{'role': 'user', 'content': '...'}, ...], "
                 f"a non-empty list; got {_type_name(messages)}"
-                + (" (empty)" if isinstance(messages, list | tuple) else "")
+                + (" (empty)" if isinstance(messages, list | tuple) else ""),
             )
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
-                raise self._bad(
+                raise bad(
+                    self.name,
                     f"messages[{i}] must be a dict with 'role' and 'content', "
-                    f"got {_type_name(message)}"
+                    f"got {_type_name(message)}",
                 )
             role = message.get("role")
             if not isinstance(role, str) or not role:
-                raise self._bad(f"messages[{i}] needs a 'role' string such as 'user'")
+                raise bad(self.name, f"messages[{i}] needs a 'role' string such as 'user'")
             if "content" in message:
                 content = message["content"]
                 if content is not None and not isinstance(content, str | list):
-                    raise self._bad(
+                    raise bad(
+                        self.name,
                         f"messages[{i}]['content'] must be a string or a list of parts, "
-                        f"got {_type_name(content)}"
+                        f"got {_type_name(content)}",
                     )
             elif "tool_calls" not in message and "function_call" not in message:
-                raise self._bad(f"messages[{i}] (role {role!r}) needs 'content'")
+                raise bad(self.name, f"messages[{i}] (role {role!r}) needs 'content'")
 
     def _check_input(self, value: object) -> None:
         if isinstance(value, str):
             return
         if isinstance(value, list | tuple) and value and all(isinstance(x, str) for x in value):
             return
-        raise self._bad(
-            f"embed needs input= a string or a non-empty list of strings, got {_type_name(value)}"
+        raise bad(
+            self.name,
+            f"embed needs input= a string or a non-empty list of strings, got {_type_name(value)}",
         )
-
-    def _encode(self, body: dict[str, Any]) -> bytes:
-        try:
-            return _dumps(body).encode()
-        except (TypeError, ValueError) as exc:
-            raise self._bad(f"request parameters must be JSON-serialisable: {exc}") from None
 
     def prepare(
         self, endpoint: str, params: Mapping[str, Any], *, model: str | None, stream: bool
@@ -448,7 +405,7 @@ class OpenAIAdapter(AdapterBase):
             )
         headers = _STREAM_HEADERS if stream else _JSON_HEADERS
         return Prepared(
-            "POST", path, headers, self._encode(body), body["model"], "Authorization", "Bearer "
+            "POST", path, headers, dumps(body, self.name), body["model"], "Authorization", "Bearer "
         )
 
     def error_body(self, status: int, message: str) -> bytes:
@@ -456,9 +413,8 @@ class OpenAIAdapter(AdapterBase):
         etype, code = _ERROR_SHAPES.get(
             status, ("server_error" if status >= 500 else "invalid_request_error", None)
         )
-        return _dumps(
-            {"error": {"message": message, "type": etype, "param": None, "code": code}}
-        ).encode()
+        error = {"message": message, "type": etype, "param": None, "code": code}
+        return dumps({"error": error}, self.name)
 
     def probe(self, *, base_url: str, api_key: str) -> HttpRequest:
         headers = {"Authorization": "Bearer " + api_key, **_JSON_HEADERS}
@@ -466,7 +422,7 @@ class OpenAIAdapter(AdapterBase):
 
     # -- answers --
 
-    def parse(self, endpoint: str, body: Any) -> Parsed:
+    def parse(self, endpoint: str, body: Any, *, model: str | None = None) -> Parsed:
         if endpoint == "chat":
             return self._parse_chat(body)
         if endpoint == "embed":
@@ -658,21 +614,14 @@ class OpenAIAdapter(AdapterBase):
             else:
                 chars = 0
             return max(1, (chars + 3) // 4)
-        messages = params.get("messages")
-        chars = 0
-        count = 0
-        if isinstance(messages, list | tuple):
-            for message in messages:
-                if isinstance(message, dict):
-                    count += 1
-                    chars += _content_chars(message.get("content"))
+        prompt = prompt_tokens(params.get("messages"), part_chars=_NON_TEXT_PART_CHARS)
         output = (
-            _positive_int(params.get("max_completion_tokens"))
-            or _positive_int(params.get("max_tokens"))
+            positive_int(params.get("max_completion_tokens"))
+            or positive_int(params.get("max_tokens"))
             or _DEFAULT_MAX_OUTPUT
         )
-        choices = _positive_int(params.get("n")) or 1
-        return (chars + 3) // 4 + 4 * count + output * choices
+        choices = positive_int(params.get("n")) or 1
+        return prompt + output * choices
 
 
 def _limit_info(limit: str | None, remaining: str | None, reset: str | None) -> LimitInfo | None:
@@ -705,8 +654,7 @@ def _read_error(status: int, body: bytes) -> tuple[str, str | None, str | None]:
     try:
         data = _loads(body)
     except ValueError:
-        text = body[:400].decode("utf-8", "replace")
-        excerpt = " ".join(text.split())[:160]
+        excerpt = snippet(body, 160)
         message = f"HTTP {status} with a non-JSON body"
         if excerpt and not excerpt.startswith("<"):
             message += f": {excerpt}"
