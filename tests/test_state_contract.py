@@ -327,3 +327,18 @@ async def test_scripts_lost_by_the_server_are_loaded_again(
         assert (await made.reserve(ask("b", req_limit=5, req_window=10.0))).requests == 1
     finally:
         await made.close()
+
+
+async def test_a_key_disabled_by_another_process_is_refused_at_reserve(store: Store) -> None:
+    ident = TAG  # a key of no group: its budget's tag is its ident
+    await store.change([Change("disable", ident, None, reason="invalid key (HTTP 401)")], "p1")
+    v = await store.reserve(Ask(TAG, SCOPE, "a", key=ident))
+    assert not v.ok
+    assert v.disabled == "invalid key (HTTP 401)"
+    assert v.requests == 0
+    # a group's budget does not name the key (another slot): it is not refused for it
+    assert (await store.reserve(Ask(TAG, SCOPE, "b"))).ok
+    await store.change([Change("enable", ident)], "p2")
+    again = await store.reserve(Ask(TAG, SCOPE, "c", key=ident))
+    assert again.ok
+    assert again.disabled is None

@@ -67,11 +67,13 @@ local function prune_tokens(tk, tt, horizon)
 end
 """
 
-#: may this send go? KEYS: rq, tk, tt, lm. ARGV: member, tokens, rl, rw, tl, tw (what the asking
-#: process knows; 0 unknown; windows in µs), rpm interval, tpm interval (µs per unit; 0 none),
-#: rpd (0 none). The constants (@NAME@) are filled in below.
-#: Returns: ok, now, requests, oldest request, tokens, oldest token, rl, rw, tl, tw, rpm tat,
-#: tpm tat, day count, day start, wait, cool, park.
+#: may this send go? KEYS: rq, tk, tt, lm, and the key's status hash when it shares the
+#: budget's tag (a key of no group: a disabled key is refused at once, before its push has
+#: reached every process). ARGV: member, tokens, rl, rw, tl, tw (what the asking process knows;
+#: 0 unknown; windows in µs), rpm interval, tpm interval (µs per unit; 0 none), rpd (0 none).
+#: The constants (@NAME@) are filled in below. Returns: ok, now, requests, oldest request,
+#: tokens, oldest token, rl, rw, tl, tw, rpm tat, tpm tat, day count, day start, wait, cool,
+#: park, the key's disabled reason and error ('' when it is not).
 RESERVE = (
     _HELPERS
     + """
@@ -89,6 +91,11 @@ local cool, park, rpm_tat, tpm_tat = num(h[5]), num(h[6]), num(h[7]), num(h[8])
 local dc, ds = num(h[9]), num(h[10])
 local ok, wait = 1, 0
 local function hold(t) ok = 0; if t > wait then wait = t end end
+local dis, err = '', ''
+if #KEYS >= 5 then
+  local st = redis.call('HMGET', KEYS[5], 'dis', 'err')
+  if st[1] then dis = st[1]; err = st[2] or ''; ok = 0 end
+end
 if cool > now then hold(cool) end
 if park > now then hold(park) end
 -- requests
@@ -167,7 +174,7 @@ first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if #first > 0 then toldest = tonumber(first[2]) end
 if ok == 1 then wait = 0 end
 return {ok, now, count, oldest, total, toldest, rl, rw, tl, tw, rpm_tat, tpm_tat, dc, ds, wait,
-  cool, park}
+  cool, park, dis, err}
 """
 )
 RESERVE = _fill(RESERVE)

@@ -189,8 +189,12 @@ class RedisStore(Store):
     # -- budgets ----------------------------------------------------------------------------
 
     async def reserve(self, ask: Ask) -> Verdict:
+        keys: tuple[str, ...] = _keys.budget_keys(self.prefix, ask.tag, ask.scope)
+        if ask.key:
+            keys = (*keys, _keys.status_key(self.prefix, ask.key))
         keys_and_args = (
-            *_keys.budget_keys(self.prefix, ask.tag, ask.scope),
+            len(keys),
+            *keys,
             ask.member,
             ask.tokens,
             ask.req_limit,
@@ -204,8 +208,9 @@ class RedisStore(Store):
         if self._spec.kind == "cluster":
             try:
                 client = await self._ready()
+                n = len(keys)
                 r = await self._reserve_script(
-                    keys=keys_and_args[:4], args=keys_and_args[4:], client=client
+                    keys=keys_and_args[1 : 1 + n], args=keys_and_args[1 + n :], client=client
                 )
             except Exception as exc:
                 raise _failure(exc) from exc
@@ -227,7 +232,7 @@ class RedisStore(Store):
     async def _run_batch(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         def build(run: Callable[..., None]) -> None:
             for keys_and_args, _ in batch:
-                run(_lua.RESERVE, 4, *keys_and_args)
+                run(_lua.RESERVE, *keys_and_args)
 
         try:
             results = await self._scripted(build)
@@ -453,4 +458,6 @@ def _verdict(r: Sequence[Any]) -> Verdict:
         wait=_s(r[14]),
         cool=_s(r[15]),
         park=_s(r[16]),
+        disabled=r[17].decode() if r[17] else None,
+        error=r[18].decode() if r[18] else "",
     )

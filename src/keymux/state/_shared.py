@@ -172,6 +172,7 @@ class Shared:
             0.0 if rpm is None else rpm.interval,
             0.0 if tpm is None else tpm.interval,
             budget.rpd or 0.0,
+            tag if lane.group is None else "",
         )
         now = self.clock.now
         t0 = now()
@@ -193,6 +194,11 @@ class Shared:
         assert self.core is not None
         dispatch = self.core.dispatch
         dispatch.refund(lane, req)
+        if verdict.disabled is not None:
+            # another process disabled the key and its push has not arrived yet
+            with self._hushed():
+                self._disable_here(lane, verdict.disabled, verdict.error)
+            return False
         self._apply(budget, verdict, t1)
         if budget.ready_at(t1, req.tokens) <= t1:
             # a limit this process cannot mirror yet (not learned here): wait it out as a

@@ -78,6 +78,9 @@ class Ask:
     rpm_interval: float = 0.0  # seconds per request of a configured rpm
     tpm_interval: float = 0.0  # seconds per token of a configured tpm
     rpd: float = 0.0
+    #: the key's ident when its status shares the budget's tag (a key of no group): a key
+    #: another process disabled is refused at once ("" for a group's budget)
+    key: str = ""
 
 
 @dataclass(slots=True)
@@ -101,6 +104,8 @@ class Verdict:
     wait: float = 0.0  # not ok: when it may go
     cool: float = 0.0  # the model's cooldown / parking on this budget
     park: float = 0.0
+    disabled: str | None = None  # the key is disabled (its reason), when the ask named it
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -322,6 +327,10 @@ class MemoryStore(Store):
         tw = max(ask.tok_window, b.tok_window)
         wait = 0.0
         ok = True
+        found = self._keys.get(ask.key) if ask.key else None
+        disabled = None if found is None else found.disabled
+        if disabled is not None:
+            ok = False
 
         def hold(until: float) -> None:
             nonlocal ok, wait
@@ -383,6 +392,8 @@ class MemoryStore(Store):
             wait=0.0 if ok else wait,
             cool=b.cool,
             park=b.park,
+            disabled=disabled,
+            error="" if found is None else found.error,
         )
 
     async def settle(self, items: Sequence[Settle]) -> None:
