@@ -131,7 +131,9 @@ async def test_multiplexers_sharing_state_pace_together(
         window=1.0,
         rate_model="sliding",
     )
-    group = muxes(server, redis_url if state == "redis" else "memory://", names, 3)
+    # this test is about pacing, not about a slow Redis: a generous timeout
+    url = redis_url + "&timeout=2" if state == "redis" else "memory://"
+    group = muxes(server, url, names, 3)
     try:
         results = await asyncio.gather(
             *(call(group[i % 3]) for i in range(48)), return_exceptions=True
@@ -142,8 +144,9 @@ async def test_multiplexers_sharing_state_pace_together(
     failed = [r for r in results if isinstance(r, BaseException)]
     assert not failed
     if state == "redis":
-        assert server.total_429 <= 2
+        # a loaded machine (the suite runs on every core) must not make Redis look away
         assert all(m._core.shared is None or m._core.shared.outages == 0 for m in group)
+        assert server.total_429 <= 2
     else:
         assert server.total_429 >= 6
 
@@ -218,7 +221,7 @@ async def test_skewed_clocks_pace_together(start_emulator: StartEmulator, redis_
         rate_model="sliding",
     )
     clocks = [SkewedClock(0.0), SkewedClock(86_400.0 * 3), SkewedClock(10_000.0)]
-    group = muxes(server, redis_url, ("a",), 3, clocks)
+    group = muxes(server, redis_url + "&timeout=2", ("a",), 3, clocks)
     try:
         results = await asyncio.gather(*(call(group[i % 3]) for i in range(18)))
     finally:

@@ -786,9 +786,11 @@ class Core:
         """Refuse new work, fail waiting requests, give in-flight ones ``grace`` seconds, then
         cancel them with ClosedError; close the HTTP session."""
         if self.closed and not self._running:
-            if self.shared is not None:
-                await self.shared.aclose()
-            await self.engine.close()
+            try:
+                if self.shared is not None:
+                    await self.shared.aclose()
+            finally:
+                await self.engine.close()
             return
         self.closed = True
         for handle in list(self._probe_handles):
@@ -804,9 +806,11 @@ class Core:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5.0)
-        if self.shared is not None:
-            await self.shared.aclose()  # the last counters, then this process leaves
-        await self.engine.close()
+        try:
+            if self.shared is not None:
+                await self.shared.aclose()  # the last counters, then this process leaves
+        finally:
+            await self.engine.close()
 
     async def release_loop(self) -> None:
         """The event loop the core ran on is shutting down (``asyncio.run`` ending): fail what
