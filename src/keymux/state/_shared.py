@@ -35,7 +35,17 @@ from typing import TYPE_CHECKING, Any
 from .._errors import AuthenticationError, QuotaExhaustedError
 from .._pacing import SKEW_ABS, SKEW_REL, LearnedWindow, window_span
 from ._keys import group_tag, key_ident
-from ._store import COUNTERS, DEFAULT_SPAN, Ask, Change, Event, Settle, Store, StoreError
+from ._store import (
+    COUNTERS,
+    DEFAULT_SPAN,
+    Ask,
+    Change,
+    Event,
+    Settle,
+    Store,
+    StoreError,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from .._clock import Clock
@@ -207,7 +217,7 @@ class Shared:
         dispatch.wake(lane)
         return False
 
-    def _apply(self, budget: Budget, v: Any, now: float) -> None:
+    def _apply(self, budget: Budget, v: Verdict, now: float) -> None:
         """What the store says every process spent, onto the local budget."""
         local = self._local
         wait = local(v.wait) if v.wait > 0 else 0.0
@@ -225,8 +235,10 @@ class Shared:
             if others <= 0:
                 continue
             if window.outside_until <= now or others > window.outside:
+                # the others' sends count until the oldest of the window leaves (an
+                # underestimate after that, which the next reserve corrects)
                 window.outside = others
-                span = window.length or DEFAULT_SPAN
+                span = _span(window) or DEFAULT_SPAN
                 window.outside_until = local(oldest) + span if oldest > 0 else now + span
             if wait > window.outside_until:
                 window.outside_until = wait
