@@ -6,6 +6,7 @@ One multiplexer with those OpenAI keys on that state URL, its clocks ``--skew`` 
 Commands on stdin, one per line; each answers one JSON line on stdout:
 
     burst N    send N requests (``--concurrency`` at once), answer when they are done
+    pin NAME   send one request pinned to key NAME, answer when it is done
     run        send requests back to back until ``stop``
     report     how it goes: answered, failed, each key's status, the sharing's state
     stop       stop sending, close the multiplexer, answer, exit
@@ -65,9 +66,10 @@ class Worker:
         self.running: list[asyncio.Task[None]] = []
         self.stopping = asyncio.Event()
 
-    async def one(self) -> None:
+    async def one(self, pin: str | None = None) -> None:
         try:
-            await self.mux.get_openai_client().acall("chat", messages=MESSAGES)
+            client = self.mux.get_openai_client(key_name=pin)
+            await client.acall("chat", messages=MESSAGES)
             self.ok += 1
         except Exception as exc:
             name = type(exc).__name__
@@ -125,6 +127,8 @@ async def main(argv: list[str]) -> int:
         command, _, arg = line.partition(" ")
         if command == "burst":
             await worker.burst(int(arg))
+        elif command == "pin":
+            await worker.one(arg)
         elif command == "run":
             worker.running = [
                 asyncio.ensure_future(worker.loop()) for _ in range(worker.concurrency)
