@@ -20,28 +20,10 @@ from conftest import StartEmulator, fake_key
 from keymux import AuthenticationError, ConfigError, Multiplexer
 from keymux._clock import SystemClock
 from keymux.emulator import EmulatorKey
+from state_worker import SkewedClock  # a host whose clocks are hours or days off
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 pytestmark = pytest.mark.e2e
-
-
-class SkewedClock(SystemClock):
-    """A host whose clocks are ``skew`` seconds off (monotonic and wall alike)."""
-
-    __slots__ = ("skew",)
-
-    def __init__(self, skew: float) -> None:
-        self.skew = skew
-
-    def now(self) -> float:
-        return time.monotonic() + self.skew
-
-    def wall(self) -> float:
-        return time.time() + self.skew
-
-    def call_at(self, when: float, callback: object) -> object:
-        loop = asyncio.get_running_loop()
-        return loop.call_at(loop.time() + (when - self.now()), callback)  # type: ignore[arg-type]
 
 
 def muxes(
