@@ -130,7 +130,7 @@ def test_a_token_limit_that_binds_before_the_request_limit(
 
 @pytest.mark.parametrize(
     ("model", "expected"),
-    [("sliding", (1.375, 0)), ("token-bucket", (1.025, 37)), ("fixed", (1.289, 13))],
+    [("sliding", (1.375, 0)), ("token-bucket", (1.041, 5)), ("fixed", (1.289, 13))],
 )
 def test_a_key_shared_with_an_outside_consumer(model: str, expected: tuple[float, int]) -> None:
     """Another process sends 5 a second on the same key from t=2 s: keymux's share of the 20
@@ -160,10 +160,10 @@ def test_a_key_shared_with_an_outside_consumer(model: str, expected: tuple[float
     [
         ("sliding", 5, FAST, (1.051, 1)),
         ("sliding", 32, FAST, (1.067, 1)),
-        ("token-bucket", 5, FAST, (1.0, 1)),
-        ("token-bucket", 32, SLOW, (0.999, 1)),
+        ("token-bucket", 5, FAST, (1.095, 3)),
+        ("token-bucket", 32, SLOW, (1.071, 3)),
         ("fixed", 16, FAST, (1.092, 1)),
-        ("fixed", 32, SLOW, (1.05, 1)),
+        ("fixed", 32, SLOW, (1.055, 1)),
     ],
 )
 def test_groq_minute_limit_inferred_from_one_429(
