@@ -160,8 +160,8 @@ def test_a_key_shared_with_an_outside_consumer(model: str, expected: tuple[float
     [
         ("sliding", 5, FAST, (1.086, 1)),
         ("sliding", 32, FAST, (1.088, 1)),
-        ("token-bucket", 5, FAST, (1.086, 2)),
-        ("token-bucket", 32, SLOW, (1.047, 2)),
+        ("token-bucket", 5, FAST, (1.088, 2)),
+        ("token-bucket", 32, SLOW, (1.054, 3)),
         ("fixed", 16, FAST, (1.089, 1)),
         ("fixed", 32, SLOW, (1.051, 1)),
     ],
@@ -190,10 +190,10 @@ GEMINI_ROWS = [
     ("sliding", 16, FAST, (1.089, 1)),
     ("sliding", 5, SLOW, (0.987, 1)),
     ("sliding", 32, SECOND, (0.897, 1)),
-    ("token-bucket", 1, FAST, (1.08, 2)),
-    ("token-bucket", 5, FAST, (1.086, 2)),
-    ("token-bucket", 16, FAST, (1.089, 2)),
-    ("token-bucket", 32, SLOW, (1.047, 2)),
+    ("token-bucket", 1, FAST, (1.082, 2)),
+    ("token-bucket", 5, FAST, (1.088, 2)),
+    ("token-bucket", 16, FAST, (1.09, 2)),
+    ("token-bucket", 32, SLOW, (1.054, 3)),
     ("fixed", 1, FAST, (1.044, 1)),
     ("fixed", 16, FAST, (1.089, 1)),
     ("fixed", 5, SLOW, (0.988, 1)),
@@ -263,7 +263,7 @@ def test_sustained_overload_without_headers_settles_at_few_429s(model: str, bare
         )
     )
     assert result.share <= 0.01
-    assert result.goodput >= (0.9 if bare else 0.99)
+    assert result.goodput >= (0.9 if bare else 0.98)
     if not bare:
         assert result.refused <= 3
 
@@ -297,7 +297,7 @@ def test_a_configured_rpm_equal_to_the_limit_meets_no_429(
         ("openai", "sliding", (1.083, [0, 0])),
         ("openai", "fixed", (1.094, [0, 1])),
         ("gemini", "sliding", (1.081, [1, 1])),
-        ("gemini", "token-bucket", (1.085, [3, 2])),
+        ("gemini", "token-bucket", (1.087, [3, 2])),
         ("groq", "fixed", (1.082, [1, 2])),
     ],
 )

@@ -461,6 +461,20 @@ def test_estimate_length_of_a_token_bucket_from_its_refill() -> None:
     assert got == pytest.approx(1.0, rel=0.06)
 
 
+def test_estimate_length_of_a_token_bucket_from_two_refusals() -> None:
+    """A burst of exactly 20 into a full bucket of 20 a second looks like a sliding log of
+    0.05 s; the next refusal says which: the bucket held one unit when the first said it
+    would (100.05), one of ours went then, and the next unit comes 50 ms later."""
+    log = SendLog(64.0, 16384)
+    for i in range(20):
+        log.add(100.0 + i * 0.001, 1)
+    first = estimate_length(log, 20, 100.021, 0.029, 100.02)
+    assert first == pytest.approx(0.05, abs=0.002)  # what the sends tell so far
+    log.add(100.051, 1)  # admitted: the unit the first refusal promised
+    got = estimate_length(log, 20, 100.053, 0.048, 100.052, known=first, freed=100.05)
+    assert got == pytest.approx(1.02, abs=0.01)
+
+
 def test_estimate_length_of_a_fixed_window_is_a_lower_bound() -> None:
     """20 sent from 100.3, the window ends at 101.0: the estimate is what the sends tell (0.7 s),
     no more; the next refusal, in the next window, tells the whole second."""

@@ -268,6 +268,7 @@ def estimate_length(
     before: float | None = None,
     jitter: float = 0.0,
     known: float | None = None,
+    freed: float | None = None,
 ) -> float | None:
     """The length ``W`` of a window of ``limit`` per ``W`` that refused a send of ours (let go
     at ``before``, refused by ``now``, admitted ``wait`` from now), from our admitted sends in
@@ -275,7 +276,8 @@ def estimate_length(
     seen); None when the log holds fewer than ``limit``. Sends let go within ``jitter`` of the
     refused one may have reached the provider in another order, and those before it may have
     been refused too without our knowing yet: their count is the estimate's uncertainty.
-    ``known``: the length the send was let go under (a refusal it does not explain).
+    ``known``: the length the send was let go under (a refusal it does not explain);
+    ``freed``: when the previous refusal said it would free up (its ``now + wait``).
 
     With ``t_k`` the k-th newest admitted send, every rate model (sliding log, token bucket,
     fixed window) has ``W >= now + wait - t_limit`` (``W_s``; exact for a sliding log: the
@@ -288,7 +290,10 @@ def estimate_length(
     (now + wait - t_j) / j`` for ``j <= limit``, tight when it was empty after ``t_j``, which a
     bucket that refuses has just been. The greatest lower bound is the bucket's estimate (the
     least upper bound where the two nearly meet). A fixed window fits neither and keeps
-    ``W_s``, a lower bound that a later refusal raises. Counts are taken at the high end of
+    ``W_s``, a lower bound that a later refusal raises. After a bucket's earlier refusal, it
+    held exactly one unit when that one said it would (``freed``): with ``n`` of our sends
+    admitted since, ``W = limit * (now + wait - freed) / n``, exact where it fits the bounds.
+    Counts are taken at the high end of
     their uncertainty: estimates err short, for a window learned too short costs one more 429,
     one learned too long costs throughput for good.
     """
@@ -351,6 +356,12 @@ def estimate_length(
     # was to empty after them, which a bucket that refuses has just been
     if wait <= bucket / limit * 1.01 + 0.002 and refill <= bucket * 1.01 + 0.002:
         lower = max(sliding, refill)
+        if freed is not None and free > freed:
+            since = later + sum(amount for start, amount in sends if start >= freed - jitter)
+            if since >= 1:
+                told = limit * (free - freed) / since
+                if lower * 0.99 <= told <= bucket * 1.01 + 0.002:
+                    return max(lower, told)
         # the least upper bound is exact when the bucket was full before that send (a fresh
         # key's was): taken where the count is sure enough and the two bounds nearly meet
         return exact if lower <= exact <= lower * BOUNDS_MEET else lower

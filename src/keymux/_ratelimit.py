@@ -141,6 +141,7 @@ class Budget:
         "in_flight",
         "inferred",
         "inferred_at",
+        "inferred_freed",
         "inferred_pace",
         "inferred_pace_until",
         "learned_requests",
@@ -184,6 +185,7 @@ class Budget:
         #: the token headers tell or the 429s and the history do
         self.inferred: LearnedWindow | None = None
         self.inferred_at = 0.0  # the last rate limit it was inferred from
+        self.inferred_freed: float | None = None  # when that one said it would free up
         #: a window learned from 429s is also paced (see ``_pace_inferred``) for two windows
         #: after it was learned or raised: what frees at once goes out spaced, so a
         #: length still learned too short (a token bucket looks like a sliding log until it
@@ -427,6 +429,7 @@ class Budget:
             self._relearn(self.inferred, now, wait, reservation, None)
             self._pace_inferred(now, wait, reservation)
             self.inferred_at = now
+            self.inferred_freed = now + wait
 
     def _named_requests(
         self,
@@ -466,6 +469,7 @@ class Budget:
             return True
         self._pace_inferred(now, wait, reservation)
         self.inferred_at = now
+        self.inferred_freed = now + wait
         return True
 
     def _pace_inferred(self, now: float, wait: float, reservation: Reservation) -> None:
@@ -532,6 +536,7 @@ class Budget:
             reservation.at,
             _jitter(reservation),
             window.length,
+            self.inferred_freed,
         )
         if length is None or window.length is None or length <= window.length:
             return
