@@ -81,6 +81,14 @@ class Scenario:
     net: float = 0.0005
     hop: tuple[float, float] = (0.0, 0.0)
     seed: int = 1
+    #: where in the provider's clock the run starts (a fixed window's boundaries are at whole
+    #: multiples of ``window`` on it)
+    phase: float = 0.0
+    #: a second model on the same key with a limit of its own (per ``window``), its requests
+    #: a share of all in proportion to the two limits, over the same concurrency
+    second_limit: int | None = None
+    #: the provider's 429 says nothing but the error (Gemini's bare RESOURCE_EXHAUSTED)
+    bare_429: bool = False
 
     @property
     def capacity(self) -> float:
@@ -90,7 +98,8 @@ class Scenario:
             rates.append(self.limit / self.window)
         if self.tpm is not None and self.usage:
             rates.append(self.tpm / self.usage / self.window)
-        return min(rates) if rates else float("inf")
+        first = min(rates) if rates else float("inf")
+        return first + (self.second_limit or 0) / self.window
 
     @property
     def total(self) -> int:
@@ -122,6 +131,10 @@ class Result:
     duration: float = 0.0  # until the last answer
     capacity: float = 0.0
     budget: Budget | None = field(default=None, repr=False)
+    #: per model (the second scenario model's last), requests answered and 429s served
+    budgets: list[Budget] = field(default_factory=list, repr=False)
+    ok_by_model: list[int] = field(default_factory=list)
+    refused_by_model: list[int] = field(default_factory=list)
 
     @property
     def goodput(self) -> float:
@@ -144,65 +157,119 @@ class _Event:
     data: Any = field(compare=False, default=None)
 
 
+class _Lane:
+    """One model's limits at the provider and keymux's budget for it, and its waiting requests
+    (each held by a caller: callers are as many as the key's slots)."""
+
+    def __init__(self, sc: Scenario, limit: int | None, model: str) -> None:
+        self.model = model
+        self.limits = Limits(
+            rpm=limit,
+            tpm=sc.tpm,
+            rpd=sc.rpd,
+            window=sc.window,
+            day_window=sc.day_window,
+            rate_model=sc.rate_model,
+        )
+        rpm = limit * 60.0 / sc.window if sc.configured and limit is not None else None
+        self.budget = Budget(rpm=rpm)
+        self.waiting: list[int] = []
+
+
+BARE_429 = json.dumps(
+    {
+        "error": {
+            "code": 429,
+            "message": "Resource has been exhausted (e.g. check quota).",
+            "status": "RESOURCE_EXHAUSTED",
+        }
+    }
+).encode()
+
+
 def simulate(sc: Scenario) -> Result:
-    """Answer ``sc.total`` requests as fast as the budget lets them go."""
+    """Answer ``sc.total`` requests as fast as the budgets let them go."""
     rng = random.Random(sc.seed)
+    t0 = T0 + sc.phase
     dialect = DIALECTS[sc.dialect]()
     adapter = ADAPTERS[sc.dialect]
-    model = MODELS[sc.dialect]
-    limits = Limits(
-        rpm=sc.limit,
-        tpm=sc.tpm,
-        rpd=sc.rpd,
-        window=sc.window,
-        day_window=sc.day_window,
-        rate_model=sc.rate_model,
-    )
-    rpm = sc.limit * 60.0 / sc.window if sc.configured and sc.limit is not None else None
-    budget = Budget(rpm=rpm)
+    lanes = [_Lane(sc, sc.limit, MODELS[sc.dialect])]
+    share = 0.0
+    if sc.second_limit is not None:
+        lanes.append(_Lane(sc, sc.second_limit, MODELS[sc.dialect] + "-second"))
+        share = sc.second_limit / ((sc.limit or 0) + sc.second_limit)
     events: list[_Event] = []
     seq = itertools.count()
     total = sc.total
-    result = Result(capacity=sc.capacity, budget=budget)
-    state = {"in_flight": 0, "wake": None}
+    result = Result(
+        capacity=sc.capacity,
+        budget=lanes[0].budget,
+        budgets=[lane.budget for lane in lanes],
+        ok_by_model=[0] * len(lanes),
+        refused_by_model=[0] * len(lanes),
+    )
+    state = {"in_flight": 0, "waiting": 0, "wake": None}
     retries: dict[int, int] = {}
     request_ids = itertools.count()
-    backlog: list[int] = []  # retried requests first (their ids), then new ones
     fresh = {"left": total}
     actual = sc.usage or sc.estimate
+
+    def lane_of(rid: int) -> int:
+        # the second model's requests spread evenly, in proportion to the limits
+        return 1 if share and int((rid + 1) * share) > int(rid * share) else 0
 
     def push(at: float, kind: str, data: Any = None) -> None:
         heapq.heappush(events, _Event(at, next(seq), kind, data))
 
-    def headers_at(now: float) -> dict[str, str]:
-        snap = limits.snapshot(now)
+    def headers_at(lane: _Lane, now: float) -> dict[str, str]:
+        snap = lane.limits.snapshot(now)
         return dialect.rate_headers(snap, WALL0 + now) if snap is not None else {}
 
+    def send(m: int, rid: int, now: float) -> None:
+        lane = lanes[m]
+        res = lane.budget.take(now, sc.estimate)
+        state["in_flight"] += 1
+        hop = rng.uniform(*sc.hop) if sc.hop[1] > 0 else 0.0
+        sent = now + hop
+        result.sent += 1
+        if now >= t0 + sc.window:
+            result.sent_late += 1
+        push(sent + sc.net, "arrive", (m, rid, res, sent, now))
+
     def pump(now: float) -> None:
-        while state["in_flight"] < sc.concurrency and (backlog or fresh["left"] > 0):
-            ready = budget.ready_at(now, sc.estimate)
-            if ready > now:
-                wake = state["wake"]
-                if wake is None or ready < wake or wake <= now:
-                    state["wake"] = ready
-                    push(ready, "wake")
-                return
-            if backlog:
-                rid = backlog.pop()
-            else:
+        while True:
+            moved = False
+            for m, lane in enumerate(lanes):
+                while (
+                    lane.waiting
+                    and state["in_flight"] < sc.concurrency
+                    and lane.budget.ready_at(now, sc.estimate) <= now
+                ):
+                    send(m, lane.waiting.pop(), now)
+                    state["waiting"] -= 1
+                    moved = True
+            if state["in_flight"] + state["waiting"] < sc.concurrency and fresh["left"] > 0:
                 rid = next(request_ids)
                 fresh["left"] -= 1
-            res = budget.take(now, sc.estimate)
-            state["in_flight"] += 1
-            hop = rng.uniform(*sc.hop) if sc.hop[1] > 0 else 0.0
-            sent = now + hop
-            result.sent += 1
-            if now >= T0 + sc.window:
-                result.sent_late += 1
-            push(sent + sc.net, "arrive", (rid, res, sent, now))
+                lanes[lane_of(rid)].waiting.append(rid)
+                state["waiting"] += 1
+                moved = True
+            if not moved:
+                break
+        if state["in_flight"] >= sc.concurrency:
+            return
+        readies = [lane.budget.ready_at(now, sc.estimate) for lane in lanes if lane.waiting]
+        if readies:
+            ready = min(readies)
+            wake = state["wake"]
+            if wake is None or ready < wake or wake <= now:
+                state["wake"] = ready
+                push(ready, "wake")
 
     def answer(now: float, data: Any) -> None:
-        rid, res, sent, taken, status, headers, body = data
+        m, rid, res, sent, taken, status, headers, body = data
+        lane = lanes[m]
+        budget = lane.budget
         res_: Reservation = res
         snapshot = adapter.rate_snapshot(headers, WALL0 + now)
         budget.observe(snapshot, now, res_, sent, status == 429)
@@ -210,10 +277,12 @@ def simulate(sc: Scenario) -> Result:
             budget.settle(res_, actual or None)
             budget.on_success(res_)
             result.ok += 1
-            result.duration = now - T0
+            result.ok_by_model[m] += 1
+            result.duration = now - t0
         else:
             result.refused += 1
-            if taken >= T0 + sc.window:
+            result.refused_by_model[m] += 1
+            if taken >= t0 + sc.window:
                 result.refused_late += 1
             outcome = adapter.classify(status, headers, body, WALL0 + now)
             budget.settle(res_, 0)
@@ -234,49 +303,62 @@ def simulate(sc: Scenario) -> Result:
             )
             retries[rid] = retries.get(rid, 0) + 1
             if decision.lane_action is LaneAction.COOL:
-                budget.on_rate_limited(now, decision.lane_delay, res_, outcome.retry_after)
+                budget.on_rate_limited(
+                    now,
+                    decision.lane_delay,
+                    res_,
+                    outcome.retry_after,
+                    limit=outcome.limit,
+                    dimension=outcome.dimension,
+                    period=outcome.period,
+                )
             elif decision.lane_action is LaneAction.PARK:
                 budget.park(now, decision.lane_delay)
-            backlog.append(rid)
+            lane.waiting.append(rid)  # its caller tries again
+            state["waiting"] += 1
         state["in_flight"] -= 1
         budget.release()
         pump(now)
 
     def arrive(now: float, data: Any) -> None:
-        rid, res, sent, taken = data
-        verdict = limits.admit(now, actual)
+        m, rid, res, sent, taken = data
+        lane = lanes[m]
+        verdict = lane.limits.admit(now, actual)
         if verdict is not None:
             ctx = Ctx(0, now, WALL0 + now)
-            ctx.model = model
+            ctx.model = lane.model
             reply = dialect.rate_limited(verdict, ctx)
-            headers = {**headers_at(now), **reply.headers}
-            body = json.dumps(reply.body).encode()
-            push(now + sc.net, "answer", (rid, res, sent, taken, reply.status, headers, body))
+            headers = {**headers_at(lane, now), **reply.headers}
+            body = BARE_429 if sc.bare_429 else json.dumps(reply.body).encode()
+            push(now + sc.net, "answer", (m, rid, res, sent, taken, reply.status, headers, body))
             return
         latency = rng.uniform(*sc.latency) if sc.latency[1] > sc.latency[0] else sc.latency[0]
-        push(now + latency, "reply", (rid, res, sent, taken))
+        push(now + latency, "reply", (m, rid, res, sent, taken))
 
     def reply(now: float, data: Any) -> None:
         # the emulator computes the headers when it answers, after the latency
-        rid, res, sent, taken = data
-        push(now + sc.net, "answer", (rid, res, sent, taken, 200, headers_at(now), b""))
+        m, rid, res, sent, taken = data
+        headers = headers_at(lanes[m], now)
+        push(now + sc.net, "answer", (m, rid, res, sent, taken, 200, headers, b""))
 
     def outside(now: float, _: Any) -> None:
-        if limits.admit(now, actual) is None:
+        if lanes[0].limits.admit(now, actual) is None:
             result.outside_ok += 1
         else:
             result.outside_refused += 1
         push(now + 1.0 / sc.outside_rate, "outside")
 
     if sc.outside_rate > 0:
-        push(T0 + sc.outside_from, "outside")
-    push(T0, "wake")
+        push(t0 + sc.outside_from, "outside")
+    push(t0, "wake")
     handlers = {"wake": lambda now, _: pump(now), "arrive": arrive, "reply": reply}
     handlers["answer"] = answer
     handlers["outside"] = outside
     while events and result.ok < total:
         ev = heapq.heappop(events)
-        if ev.kind == "outside" and not (backlog or fresh["left"] > 0 or state["in_flight"]):
+        if ev.kind == "outside" and not (
+            state["waiting"] or fresh["left"] > 0 or state["in_flight"]
+        ):
             continue
         if ev.kind == "wake" and state["wake"] is not None and ev.at >= state["wake"]:
             state["wake"] = None

@@ -868,6 +868,43 @@ def test_claude_classify(
     assert CLAUDE.classify(status, headers, body, WALL).kind is kind
 
 
+def _emulator_claude_429(limit: int, wait: float, remaining: int = 0) -> tuple[Any, bytes]:
+    """A 429 as the emulator's Anthropic dialect writes it, with its rate headers."""
+    from keymux.emulator._claude import ClaudeDialect
+    from keymux.emulator._dialect import Ctx
+    from keymux.emulator._limits import Snapshot, Usage, Verdict
+
+    dialect = ClaudeDialect()
+    ctx = Ctx(0, 0.0, NOW)
+    ctx.model = "claude-sonnet-4-5"
+    reply = dialect.rate_limited(Verdict("rpm", limit, limit, 1, wait), ctx)
+    headers = dict(reply.headers)
+    headers.update(dialect.rate_headers(Snapshot(Usage(limit, remaining, wait), None, None), NOW))
+    return headers, json.dumps(reply.body).encode()
+
+
+def test_claude_classify_reports_the_limit_and_prefers_the_finer_reset() -> None:
+    headers, body = _emulator_claude_429(20, 0.2345)
+    assert headers["retry-after"] == "1"
+    outcome = classify_claude(429, headers, body, NOW)
+    assert outcome.kind is Kind.RATE_LIMITED
+    assert (outcome.limit, outcome.dimension, outcome.period) == (20.0, "requests", 60.0)
+    # the spent dimension's millisecond reset, not the whole second
+    assert outcome.retry_after == pytest.approx(0.235)
+    # a reset of a dimension that is not spent says nothing about this wait
+    headers, body = _emulator_claude_429(20, 0.2345, remaining=3)
+    assert classify_claude(429, headers, body, NOW).retry_after == 1.0
+    # Anthropic's own wording, tokens
+    body = anthropic_error(
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization (abc) of 40,000 input "
+        "tokens per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits.",
+    )
+    outcome = classify_claude(429, {"retry-after": "12"}, body, NOW)
+    assert (outcome.limit, outcome.dimension, outcome.period) == (40000.0, "tokens", 60.0)
+    assert outcome.retry_after == 12.0
+
+
 def test_claude_classify_messages() -> None:
     assert classify_claude(502, {}, b"", NOW).message == "HTTP 502 from Anthropic"
     html = b"<html>\n  <h1>502   Bad Gateway</h1>\n</html>" + b"x" * 1000
@@ -1829,6 +1866,94 @@ def test_gemini_classify(
     assert outcome.code == code
     assert outcome.message
     assert GEMINI.classify(status, {}, raw, WALL).kind is kind
+
+
+def _emulator_gemini_429(dimension: str, limit: int, wait: float) -> bytes:
+    """A 429 as the emulator's Gemini dialect writes it."""
+    from keymux.emulator._gemini import GeminiDialect
+
+    return json.dumps(
+        GeminiDialect()._exhausted(dimension, limit, wait, "gemini-2.5-flash").body
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "named", "retry_after"),
+    [
+        pytest.param(
+            gemini_quota(PER_MINUTE), Kind.RATE_LIMITED, (10.0, "requests", 60.0), 26.0, id="rpm"
+        ),
+        pytest.param(
+            gemini_quota(PER_DAY, None),
+            Kind.DAILY_LIMIT,
+            (10.0, "requests", 86400.0),
+            None,
+            id="rpd",
+        ),
+        pytest.param(
+            gemini_quota("GenerateContentInputTokensPerModelPerMinute-FreeTier"),
+            Kind.RATE_LIMITED,
+            (10.0, "tokens", 60.0),
+            26.0,
+            id="tpm",
+        ),
+        pytest.param(
+            _emulator_gemini_429("rpm", 20, 0.7341),
+            Kind.RATE_LIMITED,
+            (20.0, "requests", 60.0),
+            0.735,
+            id="emulator-rpm",
+        ),
+        pytest.param(
+            _emulator_gemini_429("tpm", 250000, 12.0),
+            Kind.RATE_LIMITED,
+            (250000.0, "tokens", 60.0),
+            12.0,
+            id="emulator-tpm",
+        ),
+        # no details at all: nothing named (backoff, and the adapted rate, decide)
+        pytest.param(
+            rpc(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+            Kind.RATE_LIMITED,
+            (None, None, None),
+            None,
+            id="bare",
+        ),
+        # a violation without a value: the message's "limit: N"
+        pytest.param(
+            {
+                "error": {
+                    "code": 429,
+                    "status": "RESOURCE_EXHAUSTED",
+                    "message": "* Quota exceeded for metric: generativelanguage.googleapis.com/"
+                    "generate_content_free_tier_requests, limit: 15, model: gemini-2.0-flash",
+                    "details": [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                            "violations": [{"quotaId": PER_MINUTE}],
+                        }
+                    ],
+                }
+            },
+            Kind.RATE_LIMITED,
+            (15.0, "requests", 60.0),
+            None,
+            id="message-limit",
+        ),
+    ],
+)
+def test_gemini_classify_reports_the_quota_a_429_names(
+    body: Any,
+    kind: Kind,
+    named: tuple[float | None, str | None, float | None],
+    retry_after: float | None,
+) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    outcome = classify_gemini(429, {}, raw, NOW)
+    assert outcome.kind is kind
+    assert (outcome.limit, outcome.dimension, outcome.period) == named
+    if kind is Kind.RATE_LIMITED:
+        assert outcome.retry_after == pytest.approx(retry_after)
 
 
 def test_gemini_classify_messages_never_show_a_key() -> None:

@@ -1095,13 +1095,36 @@ CLASSIFY = [
     (GROQ, 413, {}, jbytes(GROQ_413), Kind.TOO_LARGE, None, "tokens", RL),
     (GROQ, 413, {}, b"<html>413 Request Entity Too Large</html>", Kind.TOO_LARGE, None, None, None),
     (GROQ, 424, {}, err("Failed Dependency"), Kind.BAD_REQUEST, None, None, None),
+    # a whole-second retry-after is the message's "try again in 4.77s" rounded up: the finer
     (
         GROQ,
         429,
         {"retry-after": "5"},
         err(GROQ_TPM_MSG, "tokens", RL),
         Kind.RATE_LIMITED,
-        5.0,
+        4.77,
+        "tokens",
+        RL,
+    ),
+    # ... but one that says something else than its rounding up is what counts
+    (
+        GROQ,
+        429,
+        {"retry-after": "20"},
+        err(GROQ_TPM_MSG, "tokens", RL),
+        Kind.RATE_LIMITED,
+        20.0,
+        "tokens",
+        RL,
+    ),
+    # and retry-after-ms is fine already
+    (
+        GROQ,
+        429,
+        {"retry-after-ms": "5100", "retry-after": "6"},
+        err(GROQ_TPM_MSG, "tokens", RL),
+        Kind.RATE_LIMITED,
+        5.1,
         "tokens",
         RL,
     ),
@@ -1276,6 +1299,75 @@ def test_classify_messages_without_an_error_object(
     adapter: Adapter, status: int, body: bytes, message: str
 ) -> None:
     assert adapter.classify(status, {}, body, WALL).message.startswith(message)
+
+
+GROQ_RPM_MSG = (
+    "Rate limit reached for model `llama-3.1-8b-instant` in organization `org_01abc` service tier "
+    "`on_demand` on requests per minute (RPM): Limit 30, Used 30, Requested 1. Please try again "
+    "in 1.2s. Need more requests? Upgrade to Dev Tier today at "
+    "https://console.groq.com/settings/billing"
+)
+
+# adapter, headers, body, (limit, dimension, period), retry_after
+NAMED_LIMITS = [
+    (OPENAI, {}, jbytes(OPENAI_RPM), (500.0, "requests", 60.0), 0.12),
+    (OPENAI, {}, err(OPENAI_TPM_MSG, "tokens", RL), (30000.0, "tokens", 60.0), 0.644),
+    # the older form: "Limit: 3 / min"
+    (
+        OPENAI,
+        {},
+        err(
+            "Rate limit reached for default-gpt-3.5-turbo in organization org-abc on requests "
+            "per min. Limit: 3 / min. Please try again in 20s.",
+            "requests",
+            RL,
+        ),
+        (3.0, "requests", 60.0),
+        20.0,
+    ),
+    # the emulator's: the whole-second header beside the message's milliseconds
+    (
+        OPENAI,
+        {"retry-after": "1"},
+        err(
+            "Rate limit reached for gpt-4o-mini in organization org-emulator on requests per min "
+            "(RPM): Limit 20, Used 20, Requested 1. Please try again in 734ms.",
+            "requests",
+            RL,
+        ),
+        (20.0, "requests", 60.0),
+        0.734,
+    ),
+    (GROQ, {}, err(GROQ_RPM_MSG, "requests", RL), (30.0, "requests", 60.0), 1.2),
+    (GROQ, {"retry-after": "5"}, err(GROQ_TPM_MSG, "tokens", RL), (6000.0, "tokens", 60.0), 4.77),
+    # a per-day limit says so (the key is parked; the limit is reported all the same)
+    (GROQ, {}, err(GROQ_RPD_MSG, "requests", RL), (14400.0, "requests", 86400.0), None),
+    (GROQ, {}, err(GROQ_TPD_MSG, "tokens", RL), (100000.0, "tokens", 86400.0), 578.016),
+    # a message that names no limit
+    (OPENAI, {"retry-after": "2"}, err("Rate limit exceeded.", "requests", RL), (None,) * 3, 2.0),
+]
+
+
+@pytest.mark.parametrize(("adapter", "headers", "body", "named", "retry_after"), NAMED_LIMITS)
+def test_classify_reports_the_limit_a_429_names(
+    adapter: Adapter,
+    headers: dict[str, str],
+    body: bytes,
+    named: tuple[float | None, str | None, float | None],
+    retry_after: float | None,
+) -> None:
+    outcome = adapter.classify(429, headers, body, WALL)
+    assert (outcome.limit, outcome.dimension, outcome.period) == named
+    if retry_after is None:
+        assert outcome.retry_after is None
+    else:
+        assert outcome.retry_after == pytest.approx(retry_after)
+
+
+def test_only_rate_limits_report_a_limit() -> None:
+    for status in (400, 413, 500):
+        outcome = OPENAI.classify(status, {}, jbytes(OPENAI_RPM), WALL)
+        assert (outcome.limit, outcome.dimension, outcome.period) == (None, None, None)
 
 
 def test_classify_retry_after_http_date() -> None:

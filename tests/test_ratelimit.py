@@ -1,19 +1,23 @@
 """Rate budgets with explicit ``now`` values: pacing, learned windows, cooldowns, groups.
 
-Nothing here sleeps; every question is "at time t, when may the next request go?".
+Nothing here sleeps; every question is "at time t, when may the next request go?" (the last
+test sends one real request, to the emulator, to see token estimates start).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
 import pytest
 
+from conftest import KeyPlan, MakeRig
 from keymux._clock import FakeClock
 from keymux._config import KeySpec, MuxConfig
 from keymux._core import Core
-from keymux._ratelimit import DAY, Budget, Gcra
+from keymux._pacing import SendLog, estimate_length, window_span
+from keymux._ratelimit import DAY, Budget, Gcra, Reservation
 from keymux._secret import Secret
 from keymux._types import LimitInfo, RateSnapshot
 
@@ -423,3 +427,202 @@ def test_group_budget_limits_come_from_its_first_key() -> None:
     budget = b.book.get("m")
     assert budget.rpm is not None
     assert budget.rpm.interval == 1.0
+
+
+# --- limits a 429 names -----------------------------------------------------------------------
+
+
+def _burst(b: Budget, start: float, n: int, spacing: float) -> list[Reservation]:
+    return [b.take(start + i * spacing, 0) for i in range(n)]
+
+
+def test_estimate_length_of_a_sliding_log_is_exact() -> None:
+    log = SendLog(64.0, 16384)
+    for i in range(20):
+        log.add(100.0 + i * 0.002, 1)
+    # the 21st (not in the log) refused at 100.05: the oldest of the 20 leaves at 101.0
+    assert estimate_length(log, 20, 100.05, 0.95, 100.049) == pytest.approx(1.0)
+    # fewer sends than the limit: nothing to tell the length from
+    assert estimate_length(log, 30, 100.05, 0.95, 100.049) is None
+    # sends after the refused one are not counted (the provider had not seen them)
+    log.add(100.06, 1)
+    assert estimate_length(log, 20, 100.07, 0.93, 100.049) == pytest.approx(1.0)
+
+
+def test_estimate_length_of_a_token_bucket_from_its_refill() -> None:
+    """20 a second, full at first: 22 admitted over 0.1 s (two refilled), the next refused
+    with 10 ms to wait (a fifth of a unit left). A sliding log of the 20-newest estimate would
+    have refused two of them: the bucket's bounds give its length."""
+    log = SendLog(64.0, 16384)
+    for i in range(22):
+        log.add(100.0 + i * 0.1 / 21, 1)
+    # level after 22 sends over 0.1 s: 20 - 22 + 2 = 0 -> next unit in 50 ms
+    got = estimate_length(log, 20, 100.1, 0.05, 100.1)
+    assert got == pytest.approx(1.0, rel=0.06)
+
+
+def test_estimate_length_of_a_token_bucket_from_two_refusals() -> None:
+    """A burst of exactly 20 into a full bucket of 20 a second looks like a sliding log of
+    0.05 s; the next refusal says which: the bucket held one unit when the first said it
+    would (100.05), one of ours went then, and the next unit comes 50 ms later."""
+    log = SendLog(64.0, 16384)
+    for i in range(20):
+        log.add(100.0 + i * 0.001, 1)
+    first = estimate_length(log, 20, 100.021, 0.029, 100.02)
+    assert first == pytest.approx(0.05, abs=0.002)  # what the sends tell so far
+    log.add(100.051, 1)  # admitted: the unit the first refusal promised
+    got = estimate_length(log, 20, 100.053, 0.048, 100.052, known=first, freed=100.05)
+    assert got == pytest.approx(1.02, abs=0.01)
+
+
+def test_estimate_length_of_a_fixed_window_is_a_lower_bound() -> None:
+    """20 sent from 100.3, the window ends at 101.0: the estimate is what the sends tell (0.7 s),
+    no more; the next refusal, in the next window, tells the whole second."""
+    log = SendLog(64.0, 16384)
+    for i in range(20):
+        log.add(100.3 + i * 0.002, 1)
+    assert estimate_length(log, 20, 100.35, 0.65, 100.349) == pytest.approx(0.7)
+    for i in range(20):
+        log.add(101.0 + i * 0.002, 1)
+    assert estimate_length(log, 20, 101.7, 0.3, 101.69, known=0.7) == pytest.approx(1.0)
+
+
+def test_a_429_naming_the_request_limit_becomes_a_learned_window() -> None:
+    b = Budget()
+    b.observe(None, 100.0)  # an answer without headers (Gemini): slow start over
+    sent = _burst(b, 100.0, 21, 0.002)
+    for res in sent[:20]:
+        b.observe(None, 100.1, res, res.at)
+    refused = sent[20]
+    b.observe(None, 100.041, refused, refused.at, refused=True)
+    b.on_rate_limited(100.041, 0.959, refused, 0.959, limit=20, dimension="requests", period=60.0)
+    window = b.inferred
+    assert window is not None
+    assert (window.limit, window.length) == (20, pytest.approx(1.0, abs=0.002))
+    assert b.aimd is None  # the limit is known: nothing left to adapt
+    # the window's log holds the 20 admitted: no room until the oldest leaves
+    assert window.room(100.5) == 0
+    assert b.ready_at(100.5, 0) == pytest.approx(101.0, abs=0.01)
+    facts = b.snapshot(100.5)["learned_requests"]
+    assert isinstance(facts, dict)
+    assert (facts["limit"], facts["source"]) == (20, "429")
+    # what frees at once goes out spaced for a while (the length is new)
+    first = b.ready_at(101.02, 0)
+    b.take(first, 0)
+    assert b.ready_at(first, 0) > first
+
+
+def test_groq_a_named_request_limit_takes_the_token_window_length() -> None:
+    b = Budget()
+    day = RateSnapshot(
+        requests=LimitInfo(14400, 14000, 3600.0),
+        tokens=LimitInfo(6000, 5000, 10.0),
+        requests_window="day",
+    )
+    res = b.take(100.0, 0)
+    b.observe(day, 100.02, res, 100.0)
+    assert b.learned_tokens is not None
+    assert b.learned_tokens.length is not None
+    refused = b.take(100.03, 0)
+    b.observe(day, 100.031, refused, refused.at, refused=True)
+    b.on_rate_limited(100.031, 1.2, refused, 1.2, limit=30, dimension="requests", period=60.0)
+    assert b.inferred is not None
+    assert b.inferred.limit == 30
+    assert b.inferred.length == b.learned_tokens.length
+    facts = b.snapshot(100.04)
+    assert facts["learned_requests"]["source"] == "429"  # type: ignore[index]
+    assert facts["learned_requests_per_day"]["per"] == "day"  # type: ignore[index]
+
+
+def test_a_named_limit_does_not_override_reported_headers() -> None:
+    b = Budget()
+    res = b.take(100.0, 0)
+    b.observe(requests(20, 0, 1.0), 100.01, res, 100.0)
+    refused = b.take(100.02, 0)
+    b.on_rate_limited(100.02, 1.0, refused, 0.98, limit=20, dimension="requests", period=60.0)
+    assert b.inferred is None  # the headers report the limit that binds
+
+
+def test_a_429_naming_a_token_limit_becomes_a_token_window() -> None:
+    b = Budget()
+    sent = [b.take(100.0 + i * 0.01, 0) for i in range(10)]
+    for res in sent:
+        b.observe(None, 100.2, res, res.at)
+        b.settle(res, 100)  # the answers' usage: 100 tokens each
+    refused = b.take(100.3, 0)
+    b.on_rate_limited(100.3, 0.7, refused, 0.7, limit=1000, dimension="tokens", period=60.0)
+    assert b.learned_tokens is not None
+    assert b.learned_tokens.limit == 1000
+    assert b.learned_tokens.length == pytest.approx(1.0)
+    # room again when the oldest answers' tokens leave (the log's grain: a tenth of a second)
+    assert 101.0 <= b.ready_at(100.3, 100) <= 101.1
+
+
+@pytest.mark.parametrize("wait", [1.0, 0.06])
+def test_a_burst_of_refusals_lengthens_a_reported_window_once(wait: float) -> None:
+    """The fixed-window misses of the first round: answers a second long, a fixed window's
+    boundary, and a dozen sends refused at once; each 429's whole-second retry-after made the
+    window about a second longer (1.9 s, 2.8 s ... 12 s), and the window that long held the
+    key back. Now one round of refusals lengthens it once, and the finer wait (60 ms, what
+    "try again in" said) by what the refusal tells: hardly at all."""
+    b = Budget()
+    res = b.take(100.0, 0)
+    b.observe(requests(20, 19, 1.0), 101.0, res, 100.0)
+    assert b.learned_requests is not None
+    b.learned_requests.length = 1.0  # as a reset after the newest send would have told it
+    b.learned_requests.log.set_span(window_span(1.0))
+    burst = _burst(b, 101.0, 19, 0.0002)
+    lengths = []
+    for r in burst[7:]:
+        b.observe(requests(20, 0, 0.06), 101.005, r, r.at, refused=True)
+        b.on_rate_limited(101.005, 0.06, r, wait)
+        lengths.append(b.learned_requests.length)
+    assert sum(a != b for a, b in itertools.pairwise([1.0, *lengths])) <= 1
+    assert lengths[-1] < (3.0 if wait >= 1 else 1.1)
+
+
+# --- token estimates once a token window exists -------------------------------------------------
+
+
+def test_token_estimates_start_when_a_token_window_is_learned(make_rig: MakeRig) -> None:
+    """No key has a tpm configured: requests carry no token estimate (the hot path skips the
+    estimate) until an answer's headers report a token window; from then on the provider's
+    requests are estimated, so that window is paced ahead of its spending."""
+    rig = make_rig(KeyPlan("openai", "a", rpm=1000, tpm=100_000))
+    with rig.multiplexer() as mux:
+        client = mux.get_openai_client()
+        gateway = mux._gateway
+        params = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+
+        def built() -> int:
+            req = gateway.request(
+                "openai",
+                "chat",
+                dict(params),
+                model=None,
+                stream=False,
+                pin=None,
+                strategy=None,
+                timeout=None,
+                deadline=None,
+            )
+            return req.tokens
+
+        assert built() == 0
+        client("chat", **params)
+        assert "openai" in mux._core.token_windows
+        assert built() > 0
+        assert (
+            gateway.request(
+                "groq",
+                "chat",
+                dict(params),
+                model=None,
+                stream=False,
+                pin=None,
+                strategy=None,
+                timeout=None,
+                deadline=None,
+            ).tokens
+            == 0
+        )  # another provider: still none

@@ -176,7 +176,11 @@ def test_flags_from_the_environment(
         (("--grace", "-1"), {}, "argument --grace: needs zero or more seconds"),
         (("--token-file", "/nonexistent/tokens"), {}, "--token-file /nonexistent/tokens: cannot"),
         (("--workers", "2", "--port", "0"), {}, "--workers above 1 needs a fixed --port"),
-        ((), {"KEYMUX_PORT": "99999"}, "99999 is not a port: use 1-65535 (0 picks a free one) (from"),
+        (
+            (),
+            {"KEYMUX_PORT": "99999"},
+            "99999 is not a port: use 1-65535 (0 picks a free one) (from",
+        ),
         ((), {"OPENAI_API_KEY": ""}, "no API keys found"),
     ],
 )

@@ -152,6 +152,7 @@ def test_a_revoked_key_costs_at_most_two_requests_across_processes(
     import hashlib
 
     import redis
+
     emu = emulate_process("--window", "1", "--key", f"openai:{SENTINEL}")
     names = ["a", "b", "c"]
     register(emu, names, rpm=20, rate_model="sliding")

@@ -198,6 +198,9 @@ class Core:
         self.telemetry: Telemetry | None = None
         #: the state every process shares (None: memory://, this process's lanes are all)
         self.shared: Shared | None = None
+        #: providers some budget of which has a token window (from headers or a 429): their
+        #: requests carry token estimates from then on (the gateway reads it)
+        self.token_windows: set[str] = set()
 
     @property
     def closed(self) -> bool:
@@ -343,6 +346,9 @@ class Core:
         )
         if self.shared is not None:
             self.shared.observed(lane, req, budget, exchange.status)
+        if snapshot is not None and snapshot.tokens is not None:
+            # a token window: from now on this provider's requests carry token estimates
+            self.token_windows.add(lane.provider)
 
     def _failed(self, c: _Call, lane: Lane, outcome: Outcome) -> float:
         """Apply the verdict on an attempt to its key, free the slot, and say how long the
@@ -403,8 +409,16 @@ class Core:
         if action is LaneAction.COOL:
             if by_model:
                 budget.on_rate_limited(
-                    now, decision.lane_delay, req.reservation, outcome.retry_after
+                    now,
+                    decision.lane_delay,
+                    req.reservation,
+                    outcome.retry_after,
+                    limit=outcome.limit,
+                    dimension=outcome.dimension,
+                    period=outcome.period,
                 )
+                if outcome.dimension == "tokens" and outcome.limit is not None:
+                    self.token_windows.add(lane.provider)
             else:
                 lane.cooldown_until = max(lane.cooldown_until, now + decision.lane_delay)
         elif action is LaneAction.PARK:

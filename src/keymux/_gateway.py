@@ -39,7 +39,9 @@ class Gateway:
         self._default_timeout = timeout
         #: set by Multiplexer.close(): no request is accepted after it
         self.closed = False
-        #: whether any key has a token budget (only then are tokens estimated per request)
+        #: whether any key has a token budget configured: then every request's tokens are
+        #: estimated; otherwise only those of a provider whose budgets have learned a token
+        #: window (``Core.token_windows``)
         self.counts_tokens = False
 
     # -- building ---------------------------------------------------------------------------
@@ -93,7 +95,9 @@ class Gateway:
             pin=pin,
             strategy=strategy,
             deadline_at=self._deadline_at(deadline),
-            tokens=adapter.estimate_tokens(endpoint, params) if self.counts_tokens else 0,
+            tokens=adapter.estimate_tokens(endpoint, params)
+            if self.counts_tokens or provider in self._core.token_windows
+            else 0,
             scope=adapter.limit_scope(prepared.model),
         )
 
@@ -118,7 +122,7 @@ class Gateway:
             pin=pin,
             strategy=strategy,
             deadline_at=self._deadline_at(deadline),
-            tokens=tokens if self.counts_tokens else 0,
+            tokens=tokens if self.counts_tokens or provider in self._core.token_windows else 0,
             scope=ADAPTERS[provider].limit_scope(prepared.model),
         )
 

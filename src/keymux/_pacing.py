@@ -28,11 +28,14 @@ import math
 from collections import deque
 
 __all__ = [
+    "BOUNDS_MEET",
+    "JITTER",
     "QUANTA",
     "Aimd",
     "Entry",
     "LearnedWindow",
     "SendLog",
+    "estimate_length",
     "window_span",
 ]
 
@@ -46,6 +49,12 @@ SKEW_ABS = 0.004
 SKEW_REL = 0.004
 #: a header whose reset is this close to (or before) now describes a window that has passed
 STALE = 0.002
+#: learning a window's length from a 429: sends let go this close to the refused one (besides
+#: twice its own hand-off) may have reached the provider in another order
+JITTER = 0.001
+#: a token bucket's length from a 429 is its least upper bound when that is at most this
+#: many times the greatest lower bound (else the lower one)
+BOUNDS_MEET = 1.25
 #: a request this many times the window's limit or more goes when the window is empty
 _TOO_LARGE = 1.0
 
@@ -57,9 +66,9 @@ AIMD_SPAN = 16.0
 #: never below one request a minute
 AIMD_MIN_RATE = 1.0 / 60.0
 #: probing an unknown limit: this many at once, then this rate, growing per held-back success
-PROBE_BURST = 8
-PROBE_RATE = 500.0
-PROBE_GROWTH = 1.05
+PROBE_BURST = 4
+PROBE_RATE = 250.0
+PROBE_GROWTH = 1.02
 
 
 def window_span(length: float) -> float:
@@ -83,22 +92,40 @@ class Entry:
 
 
 class SendLog:
-    """Own sends of the last ``span`` seconds, in at most ``QUANTA + 1`` entries."""
+    """Own sends of the last ``span`` seconds, in at most ``quanta + 1`` entries."""
 
-    __slots__ = ("cut", "entries", "last_sent", "quantum", "span", "total")
+    __slots__ = ("cut", "entries", "last_sent", "quanta", "quantum", "span", "total")
 
-    def __init__(self, span: float = DEFAULT_SPAN) -> None:
+    def __init__(self, span: float = DEFAULT_SPAN, quanta: int = QUANTA) -> None:
         self.entries: deque[Entry] = deque()
         self.total = 0.0
         #: the latest send (``Entry.at`` may be moved earlier when the provider lets it go)
         self.last_sent: float | None = None
         self.cut = False  # the next send starts a new entry
         self.span = span
-        self.quantum = span / QUANTA
+        self.quanta = quanta
+        self.quantum = span / quanta
 
     def set_span(self, span: float) -> None:
         self.span = span
-        self.quantum = span / QUANTA
+        self.quantum = span / self.quanta
+
+    def copy_from(self, other: SendLog, now: float) -> None:
+        """Take over what ``other`` holds of the last ``span`` seconds (entry by entry, as
+        they are); what this log held goes (its entries no longer count anywhere)."""
+        for entry in self.entries:
+            entry.live = False
+        self.entries.clear()
+        self.total = 0.0
+        horizon = now - self.span
+        for entry in other.entries:
+            if entry.at > horizon and entry.amount > 0:
+                copy = Entry(entry.start, entry.amount)
+                copy.at = entry.at
+                self.entries.append(copy)
+                self.total += entry.amount
+        self.last_sent = other.last_sent
+        self.cut = True
 
     def prune(self, now: float) -> None:
         horizon = now - self.span
@@ -233,6 +260,114 @@ class SendLog:
         return f"SendLog({self.total:g} over {self.span:g} s, {len(self.entries)} entries)"
 
 
+def estimate_length(
+    log: SendLog,
+    limit: float,
+    now: float,
+    wait: float,
+    before: float | None = None,
+    jitter: float = 0.0,
+    known: float | None = None,
+    freed: float | None = None,
+) -> float | None:
+    """The length ``W`` of a window of ``limit`` per ``W`` that refused a send of ours (let go
+    at ``before``, refused by ``now``, admitted ``wait`` from now), from our admitted sends in
+    ``log`` up to it (the refused one already out of the log; later ones the provider had not
+    seen); None when the log holds fewer than ``limit``. Sends let go within ``jitter`` of the
+    refused one may have reached the provider in another order, and those before it may have
+    been refused too without our knowing yet: their count is the estimate's uncertainty.
+    ``known``: the length the send was let go under (a refusal it does not explain);
+    ``freed``: when the previous refusal said it would free up (its ``now + wait``).
+
+    With ``t_k`` the k-th newest admitted send, every rate model (sliding log, token bucket,
+    fixed window) has ``W >= now + wait - t_limit`` (``W_s``; exact for a sliding log: the
+    oldest of the window's sends leaves then). When our sends show more than ``limit`` in some
+    span of ``W_s`` (beyond the uncertainty), or ``W_s`` is no longer than the ``known`` length
+    that failed, it is no sliding log. A token bucket (capacity ``limit``, refilled at
+    ``limit / W``) has ``W <= limit * (now + wait - t_k) / (k + 1 - limit)`` for every
+    ``k >= limit`` (the least is exact when the bucket was full before ``t_k``), waits at most
+    one unit's refill (``wait <= W / limit``), and is never below empty: ``W >= limit *
+    (now + wait - t_j) / j`` for ``j <= limit``, tight when it was empty after ``t_j``, which a
+    bucket that refuses has just been. The greatest lower bound is the bucket's estimate (the
+    least upper bound where the two nearly meet). A fixed window fits neither and keeps
+    ``W_s``, a lower bound that a later refusal raises. After a bucket's earlier refusal, it
+    held exactly one unit when that one said it would (``freed``): with ``n`` of our sends
+    admitted since, ``W = limit * (now + wait - freed) / n``, exact where it fits the bounds.
+    Counts are taken at the high end of
+    their uncertainty: estimates err short, for a window learned too short costs one more 429,
+    one learned too long costs throughput for good.
+    """
+    if limit < 1 or wait < 0:
+        return None
+    horizon = math.inf if before is None else before
+    sends = [(entry.start, entry.amount) for entry in log.entries if entry.amount > 1e-9]
+    later = 0.0  # let go after the refused one, but close enough to have arrived before it
+    while sends and sends[-1][0] > horizon:
+        start, amount = sends.pop()
+        if start <= horizon + jitter:
+            later += amount
+    if not sends:
+        return None
+    unsure = later
+    if jitter > 0:
+        unsure += sum(amount for start, amount in sends if start > horizon - jitter)
+    free = now + wait
+    count = later  # at the high end: every estimate errs short
+    sliding: float | None = None
+    bucket = math.inf
+    exact = math.inf  # the same, where the count's uncertainty is small beside it
+    refill = 0.0
+    for start, amount in reversed(sends):
+        count += amount
+        if count <= limit + 1e-9:
+            refill = max(refill, limit * (free - start) / count)
+        if sliding is None and count >= limit - 1e-9:
+            sliding = free - start
+        excess = count + 1 - limit
+        if excess >= 1 - 1e-9:
+            bound = limit * (free - start) / excess
+            bucket = min(bucket, bound)
+            if excess >= 4 * (unsure + 1):
+                exact = min(exact, bound)
+    if sliding is None:
+        return None
+    # a sliding log of ``sliding`` would have admitted no more than ``limit`` in any span of it;
+    # and if it is no longer than the ``known`` length that let this send go, it does not
+    # explain the refusal
+    oldest = 0
+    inside = 0.0
+    explains = known is None or sliding > known * (1.0 + SKEW_REL) + jitter + SKEW_ABS
+    # what our clock says is ``sliding`` was shorter by up to the sends' own skew at the provider
+    span = sliding * (1.0 - SKEW_REL) - jitter - SKEW_ABS
+    for start, amount in sends:
+        if not explains:
+            break
+        inside += amount
+        while sends[oldest][0] <= start - span:
+            inside -= sends[oldest][1]
+            oldest += 1
+        if inside > limit + unsure + 1e-9:
+            break
+    else:
+        return sliding
+    # a token bucket? It refills a unit in ``W / limit``, so it never waits longer than that
+    # (``bucket`` bounds ``W``); and it was never below empty, so for the j newest of our sends
+    # ``W >= limit * (now + wait - t_j) / j`` (``refill``): as close from below as the bucket
+    # was to empty after them, which a bucket that refuses has just been
+    if wait <= bucket / limit * 1.01 + 0.002 and refill <= bucket * 1.01 + 0.002:
+        lower = max(sliding, refill)
+        if freed is not None and free > freed:
+            since = later + sum(amount for start, amount in sends if start >= freed - jitter)
+            if since >= 1:
+                told = limit * (free - freed) / since
+                if lower * 0.99 <= told <= bucket * 1.01 + 0.002:
+                    return max(lower, told)
+        # the least upper bound is exact when the bucket was full before that send (a fresh
+        # key's was): taken where the count is sure enough and the two bounds nearly meet
+        return exact if lower <= exact <= lower * BOUNDS_MEET else lower
+    return sliding
+
+
 class LearnedWindow:
     """A limit the provider reports: ``limit`` per a learned ``length``, spent by ``log``.
 
@@ -241,7 +376,7 @@ class LearnedWindow:
     ``outside_until`` (one window after that answer) or the next answer.
     """
 
-    __slots__ = ("length", "limit", "log", "outside", "outside_until")
+    __slots__ = ("length", "limit", "log", "outside", "outside_until", "raised_at")
 
     def __init__(self, limit: float, log: SendLog) -> None:
         self.limit = limit
@@ -249,6 +384,8 @@ class LearnedWindow:
         self.log = log
         self.outside = 0.0
         self.outside_until = 0.0
+        #: when a refusal last lengthened the window (``on_refused``: once per round)
+        self.raised_at = -math.inf
 
     def _outside(self, now: float) -> float:
         if self.outside and now >= self.outside_until:
@@ -282,8 +419,13 @@ class LearnedWindow:
         reset: float | None,
         now: float,
         counted_until: float | None = None,
+        newest: float | None = None,
     ) -> None:
         """An answer's report: ``remaining`` of ``limit``, whole again ``reset`` s from now.
+
+        ``newest``: our newest send the provider may have counted, when the log does not
+        know it (a token log gets a request's tokens only when its answer tells them, but the
+        provider counted them when it arrived); else the log's newest.
 
         ``counted_until``: when the answered request went out. The provider had counted every
         send of ours up to it that it still holds, so the log keeps only the newest
@@ -295,7 +437,8 @@ class LearnedWindow:
             self.limit = limit
         used = max(0.0, self.limit - remaining)
         log = self.log
-        newest = log.last_sent
+        if log.last_sent is not None and (newest is None or log.last_sent > newest):
+            newest = log.last_sent
         if used > 0 and reset is not None and reset > STALE and newest is not None:
             # every model's reset is at most the window from the newest send it counted, which
             # is no newer than our newest: the whole window when the budget is in use
@@ -310,11 +453,15 @@ class LearnedWindow:
         self.outside = max(0.0, used - log.used(now))
         self.outside_until = now + (reset if reset is not None else log.span)
 
-    def on_refused(self, now: float, wait: float | None) -> None:
+    def on_refused(self, now: float, wait: float | None, sent_at: float | None = None) -> None:
         """A rate limit although the log had room: the provider counts over a longer window.
         It frees up ``wait`` from now, so the window is at least as long as from the send that
-        fills it (the limit-th newest of ours) to then."""
+        fills it (the limit-th newest of ours) to then. Once per round: the refusals of sends
+        that went out before the window was last lengthened (``sent_at``) say nothing new (a
+        burst of them, each lengthening it again, would make it many windows long)."""
         if wait is None or wait <= 0:
+            return
+        if sent_at is not None and sent_at < self.raised_at:
             return
         nth = self.log.nth_newest(max(1.0, self.limit - self.outside))
         if nth is None:
@@ -323,6 +470,7 @@ class LearnedWindow:
         if self.length is not None and estimate > self.length and estimate < 4 * self.length:
             self.length = estimate
             self.log.set_span(window_span(estimate))
+            self.raised_at = now
 
     def headroom(self, now: float) -> float:
         if self.limit <= 0:

@@ -21,7 +21,18 @@ sync facade and async callers reach the same budgets through the same core on on
 
 from __future__ import annotations
 
-from ._pacing import AIMD_SPAN, PROBE_BURST, Aimd, Entry, LearnedWindow, SendLog, window_span
+from ._pacing import (
+    DEFAULT_SPAN,
+    JITTER,
+    PROBE_BURST,
+    PROBE_RATE,
+    Aimd,
+    Entry,
+    LearnedWindow,
+    SendLog,
+    estimate_length,
+    window_span,
+)
 from ._types import RateSnapshot
 
 __all__ = ["Budget", "Gcra", "Reservation"]
@@ -36,9 +47,16 @@ _SPENT = 1
 #: schedule: a timer fires, and a busy event loop gets to it, a few milliseconds after the slot,
 #: and without this slack every such delay would be lost for good
 GCRA_SLACK = 0.1
+#: the least spacing of what a window learned from 429s lets go while its length is new
+PROBE_SPACING = 1.0 / PROBE_RATE
 #: minute and day, in seconds
 MINUTE = 60.0
 DAY = 86400.0
+#: the request history a budget keeps while a request limit is unreported (for the adapted
+#: rate, and to learn a window's length from a 429 that names its limit): a real minute and
+#: more, at a grain of a few milliseconds
+HISTORY_SPAN = 64.0
+HISTORY_QUANTA = 16384
 
 
 class Gcra:
@@ -49,12 +67,20 @@ class Gcra:
     The long-run rate is exact; a span of ``d`` seconds may see one unit more than strict pacing
     would send (``ceil(d / interval) + 1``), which a learned window, where the provider reports
     one, keeps from becoming a 429.
+
+    ``strict``: no catch-up at all: units are never closer than one interval, so no span of
+    ``d`` seconds holds more than ``ceil(d / interval)`` of them, whatever window the provider
+    counts over: a configured ``rpm`` that equals a sliding window's limit (per minute, or per
+    any window ``W`` that allows ``rpm * W / 60``) is never exceeded. What a late unit loses is
+    lost (and that lateness, a timer's and a loop turn's, is the margin against the network's
+    jitter between keymux's grant and the provider's count).
     """
 
-    __slots__ = ("interval", "tat")
+    __slots__ = ("interval", "strict", "tat")
 
-    def __init__(self, rate: float, period: float) -> None:
-        self.interval = period / rate  # seconds per unit
+    def __init__(self, rate: float, period: float, *, strict: bool = False) -> None:
+        self.strict = strict
+        self.interval = period / rate
         self.tat = 0.0  # theoretical arrival time of the next unit
 
     def ready_at(self, now: float) -> float:
@@ -62,7 +88,7 @@ class Gcra:
 
     def take(self, now: float, units: float) -> None:
         tat = self.tat
-        if now - tat > min(self.interval, GCRA_SLACK):
+        if now > tat and (self.strict or now - tat > min(self.interval, GCRA_SLACK)):
             tat = now  # idle (or stalled) longer than the slack: no credit, no burst
         self.tat = tat + units * self.interval
 
@@ -86,6 +112,7 @@ class Reservation:
         "paced",
         "rate_entry",
         "request_entry",
+        "sent_at",
         "token_entry",
         "tokens",
     )
@@ -93,6 +120,7 @@ class Reservation:
     def __init__(self, tokens: int, at: float = 0.0) -> None:
         self.tokens = tokens
         self.at = at  # when the budget let it go
+        self.sent_at = at  # when it left (``observe`` says; a loop turn later for sync callers)
         self.paced = False  # the AIMD rate held it back (its success may raise the rate)
         self.request_entry: Entry | None = None
         self.token_entry: Entry | None = None
@@ -113,6 +141,9 @@ class Budget:
         "in_flight",
         "inferred",
         "inferred_at",
+        "inferred_freed",
+        "inferred_pace",
+        "inferred_pace_until",
         "learned_requests",
         "learned_tokens",
         "parked_until",
@@ -128,8 +159,9 @@ class Budget:
     def __init__(
         self, *, rpm: float | None = None, tpm: float | None = None, rpd: float | None = None
     ) -> None:
-        self.rpm = Gcra(rpm, MINUTE) if rpm else None
-        self.tpm = Gcra(tpm, MINUTE) if tpm else None
+        # strict: a configured limit is never exceeded in any window (see Gcra)
+        self.rpm = Gcra(rpm, MINUTE, strict=True) if rpm else None
+        self.tpm = Gcra(tpm, MINUTE, strict=True) if tpm else None
         self.rpd = rpd
         self.day_start = 0.0
         self.day_count = 0
@@ -141,13 +173,26 @@ class Budget:
         self.learned_tokens: LearnedWindow | None = None
         #: "minute" or "day": what the learned request window describes (Groq: the day)
         self.requests_window = "minute"
-        #: the send rate for request limits no header reports (None once one does)
+        #: the send rate for request limits no header reports (None once one does, or a 429
+        #: names it)
         self.aimd: Aimd | None = Aimd(rpm / MINUTE if rpm else None)
-        self.aimd_log = SendLog(AIMD_SPAN)
-        #: a request limit no header reports, inferred from a rate limit over the window the
-        #: token headers describe (Groq: requests and tokens per minute, only tokens reported)
+        #: the request history while no header reports the request limit that binds: what
+        #: the adapted rate and a window learned from a 429 are worked out from
+        self.aimd_log = SendLog(HISTORY_SPAN, HISTORY_QUANTA)
+        #: a request limit no header reports: the limit a 429 names (Gemini's quotaValue,
+        #: Groq's "Limit 30"), or one inferred from a 429 over the window the token headers
+        #: describe (Groq: requests and tokens per minute, only tokens reported), over a window
+        #: the token headers tell or the 429s and the history do
         self.inferred: LearnedWindow | None = None
         self.inferred_at = 0.0  # the last rate limit it was inferred from
+        self.inferred_freed: float | None = None  # when that one said it would free up
+        #: a window learned from 429s is also paced (see ``_pace_inferred``) for two windows
+        #: after it was learned or raised: what frees at once goes out spaced, so a
+        #: length still learned too short (a token bucket looks like a sliding log until it
+        #: refills) costs one more 429, not a burst of them; after that its log alone governs
+        #: (it makes up for requests that went out late, which pacing cannot)
+        self.inferred_pace: Gcra | None = None
+        self.inferred_pace_until = 0.0
         self.answered = False  # a first answer came back (until then: one request at a time)
         self.cooldown_until = 0.0
         self.parked_until = 0.0
@@ -180,6 +225,12 @@ class Budget:
             when = max(when, self.aimd.ready_at(now, self.in_flight))
         if self.inferred is not None:
             when = max(when, self.inferred.ready_at(now, 1))
+            pace = self.inferred_pace
+            if pace is not None:
+                if now < self.inferred_pace_until:
+                    when = max(when, pace.ready_at(now))
+                else:
+                    self.inferred_pace = None
         return when
 
     def headroom(self, now: float) -> float:
@@ -229,6 +280,10 @@ class Budget:
             res.rate_entry = self.aimd_log.add(now, 1)
         if self.inferred is not None:
             res.inferred_entry = self.inferred.log.add(now, 1)
+            if self.inferred_pace is not None:
+                self.inferred_pace.take(now, 1)
+            if self.aimd is None:
+                res.rate_entry = self.aimd_log.add(now, 1)
         return res
 
     def release(self) -> None:
@@ -270,12 +325,17 @@ class Budget:
         if refused and reservation is not None:
             self._uncount(reservation)
         if reservation is not None and sent_at is not None and sent_at > reservation.at:
+            reservation.sent_at = sent_at
             for log, entry in (
                 (self.request_log, reservation.request_entry),
                 (self.token_log, reservation.token_entry),
+                (self.aimd_log, reservation.rate_entry),
             ):
                 if entry is not None:
                     log.restamp(entry, sent_at)
+            entry = reservation.inferred_entry
+            if entry is not None and self.inferred is not None:
+                self.inferred.log.restamp(entry, sent_at)
         if snapshot is None:
             return
         counted = None if reservation is None else max(reservation.at, sent_at or 0.0)
@@ -293,7 +353,11 @@ class Budget:
             window = self.learned_tokens
             if window is None:
                 window = self.learned_tokens = LearnedWindow(tok.limit, self.token_log)
-            window.observe(tok.limit, tok.remaining, tok.reset_after, now, counted)
+            # every request spends tokens when it arrives: the newest request is the newest
+            # send the provider may have counted tokens of
+            window.observe(
+                tok.limit, tok.remaining, tok.reset_after, now, counted, self.request_log.last_sent
+            )
             if (
                 self.aimd is not None
                 and window.length is not None
@@ -304,7 +368,7 @@ class Budget:
     def exhausted_reset(self, now: float) -> float | None:
         """When a learned window that is spent has room again (None: none is spent)."""
         best: float | None = None
-        for window in (self.learned_requests, self.learned_tokens):
+        for window in (self.learned_requests, self.learned_tokens, self.inferred):
             if window is None:
                 continue
             wait = window.reset_in(now)
@@ -324,21 +388,163 @@ class Budget:
         cooldown: float,
         reservation: Reservation | None = None,
         retry_after: float | None = None,
+        *,
+        limit: float | None = None,
+        dimension: str | None = None,
+        period: float | None = None,
     ) -> None:
         """A rate-limit answer: cool down; the refused request was not counted by the
-        provider, and it tells what the provider admits (``retry_after``: when it frees)."""
+        provider, and it tells what the provider admits (``retry_after``: when it frees).
+
+        ``limit``, ``dimension`` ("requests" or "tokens") and ``period`` (seconds): the limit
+        the answer's body names, if it names one (``Outcome.limit``). A request limit no
+        header reports becomes a learned window (``inferred``) from the first such 429 on:
+        its length from the token headers' window when they tell one, else from the wait and
+        the request history (``estimate_length``), raised by later 429s; a token limit no
+        header reports likewise (``learned_tokens``)."""
         self.streak += 1
         self.cooldown_until = max(self.cooldown_until, now + cooldown)
         if reservation is None:
             return
         self._uncount(reservation)
         wait = cooldown if retry_after is None else retry_after
+        if limit is not None and limit >= 1:
+            if dimension == "requests" and self._named_requests(
+                now, reservation, wait, limit, period
+            ):
+                return
+            if dimension == "tokens" and self._named_tokens(now, reservation, wait, limit, period):
+                return
         if self._infer(now, reservation):
             return
         if self.aimd is not None:
+            # a 429 that tells no wait: while probing, the cooldown is the guess of when the
+            # provider frees up; later, the rate the last round went at is what it refused
+            if retry_after is None and not self.aimd.probing:
+                wait = 0.0
             self.aimd.on_rate_limited(now, reservation.at, wait, self.aimd_log)
         elif self.learned_requests is not None and self.requests_window == "minute":
-            self.learned_requests.on_refused(now, wait)
+            self.learned_requests.on_refused(now, wait, reservation.at)
+        elif self.inferred is not None and self.inferred_at <= reservation.at:
+            self._relearn(self.inferred, now, wait, reservation, None)
+            self._pace_inferred(now, wait, reservation)
+            self.inferred_at = now
+            self.inferred_freed = now + wait
+
+    def _named_requests(
+        self,
+        now: float,
+        reservation: Reservation,
+        wait: float,
+        limit: float,
+        period: float | None,
+    ) -> bool:
+        """A 429 names the request limit: learn it as a window, unless a header reports the
+        limit that binds (then the headers are what counts). Whether it applied."""
+        if self.learned_requests is not None and self.requests_window == "minute":
+            return False
+        window = self.inferred
+        if window is None:
+            tokens = self.learned_tokens
+            length: float | None
+            if tokens is not None and tokens.length is not None:
+                length = tokens.length  # the token headers tell the window (Groq's minute)
+            else:
+                length = estimate_length(
+                    self.aimd_log, limit, now, wait, reservation.at, _jitter(reservation)
+                )
+            if length is None:
+                length = period if period is not None else DEFAULT_SPAN
+            elif period is not None:
+                length = min(length, period)
+            window = self.inferred = LearnedWindow(limit, SendLog(window_span(length)))
+            window.length = length
+            window.log.copy_from(self.aimd_log, now)
+            self.aimd = None
+        elif reservation.at >= self.inferred_at:
+            # sent after the window was learned (or last raised): it was too short
+            window.limit = limit
+            self._relearn(window, now, wait, reservation, period)
+        else:
+            return True
+        self._pace_inferred(now, wait, reservation)
+        self.inferred_at = now
+        self.inferred_freed = now + wait
+        return True
+
+    def _pace_inferred(self, now: float, wait: float, reservation: Reservation) -> None:
+        """Space what the window learned from 429s lets go for two windows, from when the 429
+        said it frees up: no closer than a 429 takes to come back from the grant (its hand-off
+        counted twice; at least ``PROBE_SPACING``), never further apart than the window's limit
+        over its length."""
+        window = self.inferred
+        if window is None or window.length is None or window.limit < 1:
+            self.inferred_pace = None
+            return
+        start = now + wait
+        spacing = max(PROBE_SPACING, now - reservation.at + (reservation.sent_at - reservation.at))
+        pace = Gcra(1.0, min(spacing, window.length / window.limit))
+        old = self.inferred_pace
+        pace.tat = max(start, old.tat if old is not None else 0.0)
+        self.inferred_pace = pace
+        # two windows: the sends of the first are what a window too short lets go again
+        self.inferred_pace_until = start + 2.0 * window.length
+
+    def _named_tokens(
+        self,
+        now: float,
+        reservation: Reservation,
+        wait: float,
+        limit: float,
+        period: float | None,
+    ) -> bool:
+        """A 429 names the token limit: learn it as a window when no header reports one."""
+        window = self.learned_tokens
+        if window is not None:
+            if window.length is None:
+                return False
+            window.on_refused(now, wait, reservation.at)
+            return True
+        length = estimate_length(
+            self.token_log, limit, now, wait, reservation.at, _jitter(reservation)
+        )
+        if length is None:
+            length = period if period is not None else DEFAULT_SPAN
+        elif period is not None:
+            length = min(length, period)
+        window = self.learned_tokens = LearnedWindow(limit, self.token_log)
+        window.length = length
+        self.token_log.set_span(window_span(length))
+        return True
+
+    def _relearn(
+        self,
+        window: LearnedWindow,
+        now: float,
+        wait: float,
+        reservation: Reservation,
+        period: float | None,
+    ) -> None:
+        """A 429 although a window learned from 429s had room: it is longer than thought. The
+        history tells how long now; its log takes over what the history holds of the longer
+        span (what it had let go of too early)."""
+        length = estimate_length(
+            self.aimd_log,
+            window.limit,
+            now,
+            wait,
+            reservation.at,
+            _jitter(reservation),
+            window.length,
+            self.inferred_freed,
+        )
+        if length is None or window.length is None or length <= window.length:
+            return
+        if period is not None:
+            length = min(length, period)
+        window.length = length
+        window.log.set_span(window_span(length))
+        window.log.copy_from(self.aimd_log, now)
 
     def _infer(self, now: float, reservation: Reservation) -> bool:
         """A rate limit while no header reports the request limit, but the token headers tell
@@ -409,7 +615,13 @@ class Budget:
             out["cooldown_s"] = round(self.cooldown_until - now, 3)
         if self.parked_until > now:
             out["parked_s"] = round(self.parked_until - now, 3)
-        for label, window in (("requests", self.learned_requests), ("tokens", self.learned_tokens)):
+        windows = [("requests", self.learned_requests), ("tokens", self.learned_tokens)]
+        if self.inferred is not None:
+            # the request limit a 429 told (or let infer) binds: it is the one reported
+            if self.learned_requests is not None:
+                windows.append(("requests_per_day", self.learned_requests))
+            windows[0] = ("requests", self.inferred)
+        for label, window in windows:
             if window is not None:
                 reset = window.reset_in(now)
                 facts: dict[str, object] = {
@@ -418,9 +630,17 @@ class Budget:
                     "reset_s": None if reset is None else round(max(0.0, reset), 3),
                     "window_s": None if window.length is None else round(window.length, 3),
                 }
-                if label == "requests" and self.requests_window != "minute":
+                if window is self.inferred:
+                    facts["source"] = "429"
+                elif label.startswith("requests") and self.requests_window != "minute":
                     facts["per"] = self.requests_window
                 out[f"learned_{label}"] = facts
         if self.aimd is not None and not self.aimd.probing and self.aimd.cap is None:
             out["adapted_rpm"] = round(self.aimd.rate * MINUTE, 1)
         return out
+
+
+def _jitter(reservation: Reservation) -> float:
+    """How far from a refused request's grant others may have reached the provider out of
+    order: twice its own hand-off (grant to send), and a little."""
+    return JITTER + 2.0 * max(0.0, reservation.sent_at - reservation.at)

@@ -125,6 +125,12 @@ class Outcome:
     retry_after: float | None = None  # seconds the provider asked us to wait (header or body)
     error_type: str | None = None
     code: str | None = None
+    #: a rate limit's own report of the limit that refused (the body's "Limit 20" or
+    #: ``quotaValue``; None when it names none): ``dimension`` "requests" or "tokens",
+    #: ``period`` the window it names in seconds (60.0 for "per minute", 86400.0 per day)
+    limit: float | None = None
+    dimension: str | None = None
+    period: float | None = None
 
 
 @dataclass(slots=True, frozen=True)

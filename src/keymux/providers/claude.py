@@ -232,6 +232,9 @@ def classify_claude(
     message = scrub_secrets(message) or f"HTTP {status} from Anthropic"
     retry_after = parse_retry_after(headers, now_wall)
     lower = message.lower()
+    limit: float | None = None
+    dimension: str | None = None
+    period: float | None = None
 
     if status == 429:
         spend_cap = code == "enforced_spend_limit_reached" or (
@@ -242,6 +245,8 @@ def classify_claude(
             retry_after = _regain_after(message, now_wall)
         else:
             kind = Kind.RATE_LIMITED
+            retry_after = _finer_wait(headers, retry_after, now_wall)
+            limit, dimension, period = _named_limit(message)
     elif (
         status == 402
         or error_type == "billing_error"
@@ -265,7 +270,47 @@ def classify_claude(
         retry_after=retry_after,
         error_type=error_type,
         code=code,
+        limit=limit,
+        dimension=dimension,
+        period=period,
     )
+
+
+#: "... the rate limit for your organization (...) of 50 requests per minute" / "of 40,000
+#: input tokens per minute"
+_NAMED_LIMIT_RE = re.compile(
+    r"rate limit for your organization[^.]*? of ([\d,]+) ((?:input |output )?tokens|requests)"
+    r" per (minute|day)",
+    re.IGNORECASE,
+)
+
+
+def _named_limit(message: str) -> tuple[float | None, str | None, float | None]:
+    """(limit, "requests" | "tokens", period in seconds) a rate-limit message names."""
+    match = _NAMED_LIMIT_RE.search(message)
+    if match is None:
+        return None, None, None
+    dimension = "requests" if match.group(2).lower() == "requests" else "tokens"
+    period = 60.0 if match.group(3).lower() == "minute" else 86400.0
+    return float(match.group(1).replace(",", "")), dimension, period
+
+
+def _finer_wait(
+    headers: Mapping[str, str], retry_after: float | None, now_wall: float
+) -> float | None:
+    """A whole-second ``retry-after`` gives way to the millisecond reset of a spent dimension
+    when that is sooner (the reset is when the limit is whole again: never before the wait)."""
+    resets = []
+    for dim in ("requests", "tokens", "input-tokens", "output-tokens"):
+        remaining = parse_float(headers.get(f"anthropic-ratelimit-{dim}-remaining"))
+        if remaining is not None and remaining <= 0:
+            reset_at = parse_rfc3339(headers.get(f"anthropic-ratelimit-{dim}-reset"))
+            if reset_at is not None:
+                resets.append(max(0.0, reset_at - now_wall))
+    if not resets:
+        return retry_after
+    reset = max(resets)
+    return reset if retry_after is None or reset < retry_after else retry_after
 
 
 _STREAM_EVENTS = frozenset(

@@ -380,6 +380,10 @@ def seconds_until_pacific_midnight(now_wall: float) -> float:
     return max(0.0, midnight.timestamp() - now_wall)
 
 
+#: "Quota exceeded for metric: ..., limit: 20, model: gemini-2.5-flash"
+_QUOTA_LIMIT_RE = re.compile(r"quota exceeded for metric:[^\n]*?\blimit:\s*(\d+)", re.IGNORECASE)
+
+
 def _retry_in(message: str) -> float | None:
     match = _RETRY_IN_RE.search(message)
     if not match:
@@ -398,6 +402,7 @@ def classify_gemini(
     message = ""
     reasons: list[str] = []
     quota_ids: list[str] = []
+    violations: list[dict[str, Any]] = []
     retry_delay: float | None = None
     data = read_json(body)
     error = data.get("error") if isinstance(data, dict) else None
@@ -416,11 +421,9 @@ def classify_gemini(
             if detail_type == "ErrorInfo" and isinstance(detail.get("reason"), str):
                 reasons.append(detail["reason"])
             elif detail_type == "QuotaFailure" and isinstance(detail.get("violations"), list):
-                quota_ids.extend(
-                    v["quotaId"]
-                    for v in detail["violations"]
-                    if isinstance(v, dict) and isinstance(v.get("quotaId"), str)
-                )
+                found = [v for v in detail["violations"] if isinstance(v, dict)]
+                violations.extend(found)
+                quota_ids.extend(v["quotaId"] for v in found if isinstance(v.get("quotaId"), str))
             elif detail_type == "RetryInfo":
                 retry_delay = parse_proto_duration(detail.get("retryDelay"))
     elif body:
@@ -429,6 +432,9 @@ def classify_gemini(
     lower = message.lower()
     code = reasons[0] if reasons else None
     retry_after: float | None = None
+    limit: float | None = None
+    dimension: str | None = None
+    period: float | None = None
 
     if (
         any(r in _KEY_INVALID_REASONS for r in reasons)
@@ -456,6 +462,7 @@ def classify_gemini(
             retry_after = max(retry_after or 0.0, seconds_until_pacific_midnight(now_wall))
         else:
             kind = Kind.RATE_LIMITED
+        limit, dimension, period = _violated(violations, bool(daily), message)
     elif status == 503:
         kind = Kind.OVERLOADED
     elif status >= 500 or status in (408, 409):
@@ -475,7 +482,54 @@ def classify_gemini(
         retry_after=retry_after,
         error_type=rpc_status,
         code=code,
+        limit=limit,
+        dimension=dimension,
+        period=period,
     )
+
+
+def _violated(
+    violations: list[dict[str, Any]], daily: bool, message: str
+) -> tuple[float | None, str | None, float | None]:
+    """(limit, "requests" | "tokens", period in seconds) of the quota a 429 says was exceeded:
+    its ``quotaValue``, and what its ``quotaId`` (or ``quotaMetric``) counts and per what
+    (``GenerateRequestsPerMinutePerProjectPerModel-FreeTier``: requests per minute); the
+    message's "limit: N" when no violation carries a value."""
+    chosen: dict[str, Any] | None = None
+    for violation in violations:
+        quota_id = violation.get("quotaId")
+        per_day = isinstance(quota_id, str) and "PerDay" in quota_id
+        if per_day == daily:
+            chosen = violation
+            break
+    if chosen is None and violations:
+        chosen = violations[0]
+    limit: float | None = None
+    dimension: str | None = None
+    period: float | None = None
+    if chosen is not None:
+        value = chosen.get("quotaValue")
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number) and number > 0:
+                limit = number
+        names = " ".join(str(chosen.get(field, "")) for field in ("quotaId", "quotaMetric")).lower()
+        if "token" in names:
+            dimension = "tokens"
+        elif "request" in names:
+            dimension = "requests"
+        if "perminute" in names:
+            period = 60.0
+        elif "perday" in names:
+            period = 86400.0
+    if limit is None:
+        match = _QUOTA_LIMIT_RE.search(message)
+        if match is not None:
+            limit = float(match.group(1))
+    return limit, dimension, period
 
 
 class GeminiStreamDecoder:

@@ -79,6 +79,14 @@ _RETRYABLE_KINDS = frozenset({Kind.RATE_LIMITED, Kind.OVERLOADED, Kind.SERVER_ER
 #: "Please try again in 644ms" / "4.77s" / "9m38.016s"
 _TRY_AGAIN = re.compile(r"try again in\s+((?:\d+(?:\.\d+)?(?:h|ms|m|s|us|µs|ns))+)", re.IGNORECASE)
 _PER_DAY = re.compile(r"per day|\((?:rpd|tpd)\)", re.IGNORECASE)
+#: the limit a rate-limit message names: "... on requests per min (RPM): Limit 20, Used 20,
+#: Requested 1." (OpenAI), "on tokens per minute (TPM): Limit 6000, ..." (Groq), and the older
+#: "on requests per min. Limit: 3 / min."
+_NAMED_LIMIT = re.compile(
+    r"\bon (requests|tokens) per (min(?:ute)?|day)\b.{0,40}?\bLimit:?\s*(\d[\d,]*(?:\.\d+)?)",
+    re.IGNORECASE | re.DOTALL,
+)
+_PERIODS = {"min": 60.0, "minute": 60.0, "day": 86400.0}
 
 _JSON_HEADERS = MappingProxyType(
     {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
@@ -502,7 +510,11 @@ class OpenAIAdapter(AdapterBase):
         retry_after: float | None = None
         if kind is Kind.RATE_LIMITED or kind is Kind.DAILY_LIMIT:
             retry_after = self._rate_wait(kind, headers, etype, lower, message, now_wall)
-        elif kind in _RETRYABLE_KINDS:
+            limit, dimension, period = _named_limit(message)
+            return Outcome(
+                kind, status, message, retry_after, etype, code, limit, dimension, period
+            )
+        if kind in _RETRYABLE_KINDS:
             retry_after = _header_wait(headers, now_wall)
         return Outcome(kind, status, message, retry_after, etype, code)
 
@@ -554,9 +566,11 @@ class OpenAIAdapter(AdapterBase):
         message: str,
         now_wall: float,
     ) -> float | None:
-        """Seconds to wait: the retry-after headers, else the message's "try again in",
-        else the reset header of the exhausted dimension. A daily limit waits for the longest
-        of those that speak of the day."""
+        """Seconds to wait: ``retry-after-ms``; else the message's "try again in" (else the
+        reset header of the exhausted dimension), unless a whole-second ``retry-after`` says
+        something other than its rounding up ("try again in 734ms" beside ``retry-after: 1``
+        waits 734 ms); else ``retry-after``. A daily limit waits for the longest of those that
+        speak of the day."""
         header = _header_wait(headers, now_wall)
         said = _message_wait(message)
         daily_requests = self._requests_window == "day"
@@ -567,10 +581,8 @@ class OpenAIAdapter(AdapterBase):
                 if reset is not None:
                     waits.append(reset)
             return max(waits) if waits else None
-        if header is not None:
-            return header
-        if said is not None:
-            return said
+        if header is not None and "retry-after-ms" in headers:
+            return header  # already to the millisecond
         candidates: list[float] = []
         for dim in ("requests", "tokens"):
             if dim == "requests" and daily_requests:
@@ -580,8 +592,12 @@ class OpenAIAdapter(AdapterBase):
                 reset = _reset(headers, dim)
                 if reset is not None:
                     candidates.append(reset)
-        if candidates:
-            return max(candidates)
+        finer = said if said is not None else (max(candidates) if candidates else None)
+        if header is not None:
+            # a whole-second header rounds the finer figure up: take the finer one
+            return finer if finer is not None and finer <= header < finer + 1.0 else header
+        if finer is not None:
+            return finer
         if etype == "tokens" or "tokens per" in lower:
             return _reset(headers, "tokens")
         if (etype == "requests" or "requests per" in lower) and not daily_requests:
@@ -637,6 +653,15 @@ def _reset(headers: Mapping[str, str], dim: str) -> float | None:
 def _message_wait(message: str) -> float | None:
     match = _TRY_AGAIN.search(message)
     return None if match is None else parse_go_duration(match.group(1))
+
+
+def _named_limit(message: str) -> tuple[float | None, str | None, float | None]:
+    """(limit, "requests" | "tokens", period in seconds) a rate-limit message names."""
+    match = _NAMED_LIMIT.search(message)
+    if match is None:
+        return None, None, None
+    limit = parse_float(match.group(3).replace(",", ""))
+    return limit, match.group(1).lower(), _PERIODS[match.group(2).lower()]
 
 
 def _header_wait(headers: Mapping[str, str], now_wall: float) -> float | None:
