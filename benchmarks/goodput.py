@@ -22,15 +22,20 @@ requests), failed, client CPU ms per request (``time.process_time()`` of this pr
 thread; the emulator runs in a subprocess), and whether the concurrency allows the capacity
 (``keys x concurrency / mean latency >= 1.2 x the limit``): such a row PASSes with goodput >=
 0.97, 429s <= 1% and no failure; the others only report ("info"). Requests per row:
-``--windows`` (default 10: the issue's 800 requests at 64 in flight) windows' worth at what
+``--windows`` (default 10: the issue's 800 requests at 64 in flight) windows' worth, and at
+least ``--round-trips`` (default 40) mean latencies' worth (so that slow start's one round trip
+and the last answer's, paid once a row, weigh 1/40 of a 1 s row, not 1/10), at what
 the row can reach (``min(capacity, keys x concurrency / latency)``), at least 16; ``--held``
 runs only the rows held to the targets. Rows of one process run one at a time; ``--modes``
 and the other filters split the matrix, e.g. into an async and a sync process run side by
 side (each its own emulator), which halves the wall time on 2 cores at some cost to the CPU
 column's precision (CPU is per process, so the other run is not counted in it).
 
-Two more scenarios: ``models`` (two models with different limits on the same keys: gpt-4o-mini
-20 and gpt-4o 10 per window, two requests of the first to one of the second) and ``reference``
+Three more scenarios: ``models`` (two models with different limits on the same keys: gpt-4o-mini
+20 and gpt-4o 10 per window, two requests of the first to one of the second), ``tiers`` (2 free
+keys at priority 0 and 2 paid at priority 1, requests offered open loop at 30/s, below the free
+keys' 40/s, and at 60/s: the paid keys' share of the answers must be the overflow, 0 and 1/3,
+within 0.03) and ``reference``
 (the naive round-robin baseline and LiteLLM's Router, when importable, at 5 per key and
 10-30 ms).
 
@@ -76,6 +81,11 @@ WINDOW = 1.0
 TARGET_GOODPUT = 0.97
 TARGET_429_SHARE = 0.01
 ALLOWS = 1.2  # keys x concurrency / latency >= this x the limit: the row is held to the targets
+
+#: the tiers scenario: the first FREE keys are priority 0, the others priority 1 (paid)
+FREE = 2
+TIER_SLACK = 0.03  # the paid share may differ from the overflow by this much
+TIER_OFFERS = (30.0, 60.0)  # requests per second offered: below and above the free keys' limit
 
 RATE_MODELS = ("sliding", "token-bucket", "fixed")
 CONCURRENCY = (1, 5, 16, 32)
@@ -206,6 +216,8 @@ class Row:
     reference: bool = False  # a baseline, not keymux: no verdict
     note: str = ""
     cells: dict[str, str] = field(default_factory=dict)
+    #: a tiers row: (the paid keys' share of the answers, the overflow's share of the offer)
+    tiers: tuple[float, float] | None = None
 
     @property
     def goodput(self) -> float:
@@ -229,6 +241,12 @@ class Row:
             misses.append("429s")
         if o.failed:
             misses.append("failures")
+        if self.tiers is not None:
+            paid, overflow = self.tiers
+            if paid > overflow + TIER_SLACK:
+                misses.append("paid share")
+            if paid < overflow - TIER_SLACK:
+                misses.append("overflow not carried")
         if self.reference:
             return "(ref) " + (",".join(misses) if misses else "meets targets")
         if not self.allows:
@@ -439,6 +457,88 @@ def keymux_sync(spec: Spec) -> Outcome:
     return out
 
 
+def _add_tiered_keys(mux: Multiplexer, spec: Spec) -> None:
+    for i, key in enumerate(spec.keys):
+        free = i < FREE
+        mux.add_key(
+            spec.provider,
+            f"{'free' if free else 'paid'}{i}",
+            key,
+            base_url=spec.base_url,
+            priority=0 if free else 1,
+        )
+
+
+def _paid_share(mux: Multiplexer, provider: str) -> float:
+    stats = mux.get_usage_stats()[provider]
+    total = sum(s["successes"] for s in stats.values())
+    paid = sum(s["successes"] for name, s in stats.items() if name.startswith("paid"))
+    return paid / total if total else 0.0
+
+
+async def keymux_tiers_async(spec: Spec, offered: float) -> tuple[Outcome, float]:
+    """Open loop: ``spec.requests`` requests started at ``offered`` per second, evenly."""
+    out = Outcome()
+    mux = _mux(spec.concurrency)
+    async with mux:
+        _add_tiered_keys(mux, spec)
+        client = getattr(mux, f"get_{spec.provider}_client")(strategy="rate-aware")
+
+        async def one() -> None:
+            try:
+                await client.acall(
+                    "chat", messages=MESSAGES, model=spec.models[0], max_tokens=MAX_TOKENS
+                )
+                out.ok += 1
+            except KeymuxError as exc:
+                out.fail(exc)
+
+        c0, t0 = time.process_time(), time.perf_counter()
+        tasks = []
+        for i in range(spec.requests):
+            delay = t0 + i / offered - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        out.wall = time.perf_counter() - t0
+        out.cpu = time.process_time() - c0
+        return out, _paid_share(mux, spec.provider)
+
+
+def keymux_tiers_sync(spec: Spec, offered: float) -> tuple[Outcome, float]:
+    """``keymux_tiers_async`` from threads: one thread per request in flight."""
+    out = Outcome()
+    lock = threading.Lock()
+    with _mux(spec.concurrency) as mux:
+        _add_tiered_keys(mux, spec)
+        client = getattr(mux, f"get_{spec.provider}_client")(strategy="rate-aware")
+
+        def one() -> None:
+            try:
+                client("chat", messages=MESSAGES, model=spec.models[0], max_tokens=MAX_TOKENS)
+                with lock:
+                    out.ok += 1
+            except KeymuxError as exc:
+                with lock:
+                    out.fail(exc)
+
+        with ThreadPoolExecutor(max_workers=spec.callers) as pool:
+            list(pool.map(lambda _: None, range(spec.callers)))
+            c0, t0 = time.process_time(), time.perf_counter()
+            futures = []
+            for i in range(spec.requests):
+                delay = t0 + i / offered - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                futures.append(pool.submit(one))
+            for f in futures:
+                f.result()
+            out.wall = time.perf_counter() - t0
+            out.cpu = time.process_time() - c0
+        return out, _paid_share(mux, spec.provider)
+
+
 # --------------------------------------------------------------------------------------------
 # scenarios
 # --------------------------------------------------------------------------------------------
@@ -455,6 +555,7 @@ class RowPlan:
     concurrency: int
     latency: tuple[float, float]
     two_models: bool = False
+    offered: float = 0.0  # a tiers row: requests per second offered (open loop)
 
     def reach(self) -> float:
         """Requests per second the keys' slots allow at the mean latency."""
@@ -462,6 +563,8 @@ class RowPlan:
         return KEYS * self.concurrency / mean
 
     def capacity(self) -> float:
+        if self.offered:
+            return self.offered
         return KEYS * LIMIT * (1.5 if self.two_models else 1.0) / WINDOW
 
     def held(self) -> bool:
@@ -529,6 +632,30 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
                 ],
             )
         )
+    if "tiers" in args.scenarios:
+        out.append(
+            Scenario(
+                "tiers",
+                f"priority tiers: {FREE} free keys (priority 0) and {KEYS - FREE} paid "
+                f"(priority 1), {LIMIT} per window each, requests offered at a steady rate; the "
+                f"paid keys' share of the answers must be the overflow past the free keys' "
+                f"{FREE * LIMIT / WINDOW:g}/s (within {TIER_SLACK:g})",
+                [
+                    RowPlan(
+                        f"{m} offered {offer:g}/s {mode} openai tiers",
+                        f"tiers-{mode}",
+                        "openai",
+                        m,
+                        16,
+                        LATENCIES["10-30ms"],
+                        offered=offer,
+                    )
+                    for m in args.models[:1]
+                    for offer in TIER_OFFERS
+                    for mode in args.modes
+                ],
+            )
+        )
     if "reference" in args.scenarios:
         refs = [
             RowPlan(
@@ -568,8 +695,14 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
 def requests_for(plan: RowPlan, args: argparse.Namespace) -> int:
     if args.requests is not None:
         return int(args.requests)
+    if plan.offered:
+        return max(16, round(plan.offered * args.tier_seconds))
     rate = min(plan.capacity(), plan.reach())
-    return max(16, round(args.windows * WINDOW * rate))
+    mean = sum(plan.latency) / 2
+    # at least --round-trips mean round trips long: slow start (one round trip before a fresh
+    # key carries more than one request) and the last answer are paid once per row
+    seconds = max(args.windows * WINDOW, args.round_trips * mean)
+    return max(16, round(seconds * rate))
 
 
 def run_row(emu: EmulatorProcess, plan: RowPlan, args: argparse.Namespace) -> Row:
@@ -617,6 +750,14 @@ def run_row(emu: EmulatorProcess, plan: RowPlan, args: argparse.Namespace) -> Ro
         row.outcome = asyncio.run(keymux_async(spec))
     elif plan.kind == "sync":
         row.outcome = keymux_sync(spec)
+    elif plan.kind in ("tiers-async", "tiers-sync"):
+        if plan.kind == "tiers-async":
+            row.outcome, paid = asyncio.run(keymux_tiers_async(spec, plan.offered))
+        else:
+            row.outcome, paid = keymux_tiers_sync(spec, plan.offered)
+        overflow = max(0.0, plan.offered - FREE * LIMIT / WINDOW) / plan.offered
+        row.tiers = (paid, overflow)
+
     elif plan.kind == "naive":
         row.reference = True
         row.outcome = asyncio.run(naive_round_robin(spec))
@@ -668,6 +809,12 @@ def render(scenario: Scenario, rows: Sequence[Row]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     for row in rows:
+        if row.tiers is not None:
+            paid, overflow = row.tiers
+            lines.append(
+                f"  tiers: {row.label}: paid keys' share {paid:.3f}, overflow {overflow:.3f}"
+            )
+    for row in rows:
         if row.note:
             lines.append(f"  note: {row.label}: {row.note}")
     return "\n".join(lines)
@@ -701,8 +848,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         nargs="*",
-        default=["models", "reference"],
-        help="besides the matrix: models reference",
+        default=["models", "tiers", "reference"],
+        help="besides the matrix: models tiers reference",
     )
     p.add_argument(
         "--requests", type=int, default=None, help="requests per row (default: 10 windows' worth)"
@@ -711,9 +858,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--windows", type=float, default=10.0, help="windows' worth of requests per row (10)"
     )
     p.add_argument(
+        "--round-trips",
+        type=float,
+        default=40.0,
+        help="a row lasts at least this many mean round trips (40: a 1 s row is 40 s long)",
+    )
+    p.add_argument(
         "--held",
         action="store_true",
         help="only the matrix rows whose concurrency allows the capacity (held to the targets)",
+    )
+    p.add_argument(
+        "--tier-seconds", type=float, default=10.0, help="seconds of each tiers row (10)"
     )
     p.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM row")
     p.add_argument("--quick", action="store_true", help="a few seconds: a small subset")
@@ -726,7 +882,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.latencies = ["10-30ms"]
         args.dialects = ["openai", "gemini"]
         args.windows = 1.5
-        args.scenarios = ["reference"]
+        args.round_trips = 0.0
+        args.scenarios = ["reference", "tiers"]
+        args.tier_seconds = 1.5
     unknown = set(args.latencies) - set(LATENCIES)
     if unknown:
         p.error(f"unknown latencies: {', '.join(sorted(unknown))}")
@@ -780,6 +938,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "allows": r.allows,
                     "verdict": r.verdict(),
                     "note": r.note,
+                    "paid_share": round(r.tiers[0], 4) if r.tiers else None,
+                    "overflow": round(r.tiers[1], 4) if r.tiers else None,
                 }
                 for r in rows
             ]

@@ -1,7 +1,7 @@
 """Smoke test of ``benchmarks/goodput.py``: its quick mode runs end to end and prints its tables.
 
 No timing is asserted (the machine may be busy); only that every scenario ran with the rows it
-promises, and every row answered every request (40 each) with none failed, and the script exits
+promises, and every row answered every request (40 each; below the free keys' limit the tiers rows' paid keys answer none) with none failed, and the script exits
 0. The emulator runs in a subprocess on 127.0.0.1. (429 counts are not asserted either: the
 quick subset includes Gemini without rpm, whose limits are learned from 429s.)
 """
@@ -27,6 +27,12 @@ EXPECTED_ROWS = {
         "sliding c=5 10-30ms sync openai",
         "sliding c=5 10-30ms sync gemini",
     ],
+    "tiers": [
+        "sliding offered 30/s async openai tiers",
+        "sliding offered 30/s sync openai tiers",
+        "sliding offered 60/s async openai tiers",
+        "sliding offered 60/s sync openai tiers",
+    ],
     "reference": [
         "naive round-robin + retry-after",
         "keymux async (same scenario)",
@@ -48,7 +54,7 @@ def parse_tables(out: str) -> dict[str, list[dict[str, str]]]:
         assert [header[a:b].strip() for a, b in spans] == HEADERS, header
         rows = []
         for row in lines[i + 3 :]:
-            if not row.strip() or row.startswith("  note:"):
+            if not row.strip() or row.startswith(("  note:", "  tiers:")):
                 break
             cells = [row[a:b].strip() for a, b in spans[:-1]] + [row[spans[-1][0] :].strip()]
             rows.append(dict(zip(HEADERS, cells, strict=True)))
@@ -118,3 +124,8 @@ def test_goodput_quick_mode_answers_every_request_of_every_row() -> None:
             assert row["ok"] == str(REQUESTS), f"{where} answered {row['ok']} of {REQUESTS}"
             assert row["failed"] == "0", f"{where}: {row['failed']} failed"
     assert "note:" not in out  # the benchmark's note lists the errors a row met
+    # below the free keys' limit, the paid keys answer nothing
+    shares = dict(re.findall(r"^  tiers: (.+?): paid keys' share ([\d.]+)", out, re.MULTILINE))
+    assert set(shares) == set(EXPECTED_ROWS["tiers"])
+    assert shares["sliding offered 30/s async openai tiers"] == "0.000"
+    assert shares["sliding offered 30/s sync openai tiers"] == "0.000"
