@@ -424,6 +424,17 @@ async def keymux_async(spec: Spec) -> Outcome:
     return out
 
 
+def _send_sync(client: Any, model: str, out: Outcome, lock: threading.Lock) -> None:
+    """One chat request from a thread, counted in ``out``."""
+    try:
+        client("chat", messages=MESSAGES, model=model, max_tokens=MAX_TOKENS)
+        with lock:
+            out.ok += 1
+    except KeymuxError as exc:
+        with lock:
+            out.fail(exc)
+
+
 def keymux_sync(spec: Spec) -> Outcome:
     out = Outcome()
     lock = threading.Lock()
@@ -437,13 +448,7 @@ def keymux_sync(spec: Spec) -> Outcome:
             while counter.take():
                 with lock:
                     model = spec.models[next(turn) % len(spec.models)]
-                try:
-                    client("chat", messages=MESSAGES, model=model, max_tokens=MAX_TOKENS)
-                    with lock:
-                        out.ok += 1
-                except KeymuxError as exc:
-                    with lock:
-                        out.fail(exc)
+                _send_sync(client, model, out, lock)
 
         with ThreadPoolExecutor(max_workers=spec.callers) as pool:
             # start the threads (and keymux's loop thread) before the clock starts
@@ -515,13 +520,7 @@ def keymux_tiers_sync(spec: Spec, offered: float) -> tuple[Outcome, float]:
         client = getattr(mux, f"get_{spec.provider}_client")(strategy="rate-aware")
 
         def one() -> None:
-            try:
-                client("chat", messages=MESSAGES, model=spec.models[0], max_tokens=MAX_TOKENS)
-                with lock:
-                    out.ok += 1
-            except KeymuxError as exc:
-                with lock:
-                    out.fail(exc)
+            _send_sync(client, spec.models[0], out, lock)
 
         with ThreadPoolExecutor(max_workers=spec.callers) as pool:
             list(pool.map(lambda _: None, range(spec.callers)))

@@ -22,8 +22,9 @@ with the same SDK on its default httpx2 client, in the same run against the same
 Requests in flight are ``--inflight`` workers that each send requests back to back (a semaphore
 of 100 without a task per request, so the harness adds as little as possible to either side of
 the ratio). Each mode is warmed up, then measured ``--repeats`` times, interleaved, and the median
-is reported as a ratio to plain aiohttp measured in the same run. Targets (issue): async at most
-1.5x plain aiohttp, sync at most 2.5x. PASS/MISS is information only; the exit status is 0.
+is reported as a ratio to plain aiohttp measured in the same run. Targets: async at most
+1.3x plain aiohttp, sync at most 2.0x, on each loop (``--loop asyncio|uvloop|both``).
+PASS/MISS is information only; the exit status is 0.
 
     python benchmarks/overhead.py            # 5,000 requests x 3 per mode
     python benchmarks/overhead.py --quick    # 100 x 3, a smoke run

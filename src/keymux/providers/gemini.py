@@ -713,7 +713,7 @@ class GeminiAdapter(AdapterBase):
         return classify_gemini(status, headers, body, now_wall)
 
     def rate_snapshot(self, headers: Mapping[str, str], now_wall: float) -> RateSnapshot | None:
-        return None  # Gemini sends no rate-limit headers (providers.md §4.6)
+        return None  # Gemini sends no rate-limit headers
 
     def estimate_tokens(self, endpoint: str, params: Mapping[str, Any]) -> int:
         if endpoint == "embed":
