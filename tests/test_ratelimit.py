@@ -17,7 +17,7 @@ from keymux._clock import FakeClock
 from keymux._config import KeySpec, MuxConfig
 from keymux._core import Core
 from keymux._pacing import SendLog, estimate_length, window_span
-from keymux._ratelimit import DAY, Budget, Gcra, Reservation
+from keymux._ratelimit import DAY, HISTORY_ENTRIES, Budget, Gcra, Reservation
 from keymux._secret import Secret
 from keymux._types import LimitInfo, RateSnapshot
 
@@ -626,3 +626,29 @@ def test_token_estimates_start_when_a_token_window_is_learned(make_rig: MakeRig)
             ).tokens
             == 0
         )  # another provider: still none
+
+
+def test_a_capped_log_keeps_only_its_newest_entries_and_counts_what_it_keeps() -> None:
+    log = SendLog(64.0, 16384, cap=4)
+    entries = [log.add(float(t), 1) for t in range(10)]
+    assert len(log.entries) == 4
+    assert log.total == 4
+    assert [e.start for e in log.entries] == [6.0, 7.0, 8.0, 9.0]
+    # an entry that fell out no longer counts: correcting it changes nothing
+    log.adjust(entries[0], -1)
+    assert log.total == 4
+    log.adjust(entries[9], -1)
+    assert log.total == 3
+
+
+def test_the_history_of_a_budget_with_no_reported_limit_stays_bounded() -> None:
+    # a key sending hundreds a second with no rate-limit header used to keep 16,384 entries
+    budget = Budget()
+    now = 0.0
+    for _ in range(20_000):
+        now += 0.003  # one send every 3 ms: a new entry each (the grain is ~4 ms)
+        res = budget.take(now, 0)
+        budget.observe(None, now, res, now)
+        budget.release()
+    assert len(budget.aimd_log.entries) <= HISTORY_ENTRIES
+    assert len(budget.request_log.entries) <= 257

@@ -278,7 +278,17 @@ class Core:
         while True:
             asked = now() if telemetry is not None else 0.0
             try:
-                lane = await dispatch.acquire(req)
+                got = dispatch.take(req)
+                if isinstance(got, Lane):
+                    lane = got
+                else:  # a Waiter: the lane comes when one frees up
+                    try:
+                        lane = await got.future
+                    except BaseException:
+                        dispatch.abandon(got)
+                        raise
+                    if not dispatch.usable(lane, req):
+                        continue
             except NoKeyAvailableError:
                 if c.last is None:
                     raise

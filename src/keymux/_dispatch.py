@@ -529,9 +529,11 @@ class Dispatcher:
         if lane.enabled:
             self._pump(lane)
 
-    async def acquire(self, req: Request) -> Lane:
-        """A lane for ``req``, with a slot and budget taken: at once, or after waiting in a
-        queue. The caller must ``release`` it."""
+    def take(self, req: Request) -> Lane | Waiter:
+        """A lane for ``req`` with a slot and budget taken, at once; or, when none is free, the
+        Waiter it waits as in a queue (await ``waiter.future`` for the lane, and ``abandon``
+        the waiter if that wait is interrupted). The caller must ``release`` the lane. No
+        coroutine of its own: the attempt loop awaits the future itself."""
         if self.closed:
             raise ClosedError(
                 f"{req.provider} request not sent: the multiplexer is closed",
@@ -551,26 +553,40 @@ class Dispatcher:
         if req.pin is None:
             ps.unpinned.append(w)
         self._pump(target)  # sets its timer if it is blocked only by time
-        try:
-            lane = await fut
-        except BaseException:
-            if (
-                w.state == GRANTED
-                and fut.done()
-                and not fut.cancelled()
-                and (fut.exception() is None)
-            ):
-                self.release(fut.result(), req)
-            elif w.state == WAITING:
-                w.state = GONE
-                self._detach(w)
-            raise
-        if not lane.enabled:
-            # disabled between the grant and this task resuming: it gets nothing more
-            self.release(lane, req)
-            req.shun(lane.name)
-            return await self.acquire(req)
-        return lane
+        return w
+
+    def abandon(self, w: Waiter) -> None:
+        """The wait of ``w`` was interrupted (cancelled, or the loop is closing): a lane it
+        was granted meanwhile is released, or it leaves its queue."""
+        fut = w.future
+        if w.state == GRANTED and fut.done() and not fut.cancelled() and fut.exception() is None:
+            self.release(fut.result(), w.req)
+        elif w.state == WAITING:
+            w.state = GONE
+            self._detach(w)
+
+    def usable(self, lane: Lane, req: Request) -> bool:
+        """Whether a lane granted to a waiter may still send when the waiter resumes: one
+        disabled in between is released, and ``req`` never goes back to it."""
+        if lane.enabled:
+            return True
+        self.release(lane, req)
+        req.shun(lane.name)
+        return False
+
+    async def acquire(self, req: Request) -> Lane:
+        """``take``, waiting for the lane when none is free at once."""
+        while True:
+            got = self.take(req)
+            if isinstance(got, Lane):
+                return got
+            try:
+                lane = await got.future
+            except BaseException:
+                self.abandon(got)
+                raise
+            if self.usable(lane, req):
+                return lane
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -92,11 +92,15 @@ class Entry:
 
 
 class SendLog:
-    """Own sends of the last ``span`` seconds, in at most ``quanta + 1`` entries."""
+    """Own sends of the last ``span`` seconds, in at most ``quanta + 1`` entries (and no more
+    than ``cap``, the newest, when a cap is given)."""
 
-    __slots__ = ("cut", "entries", "last_sent", "quanta", "quantum", "span", "total")
+    __slots__ = ("cap", "cut", "entries", "last_sent", "quanta", "quantum", "span", "total")
 
-    def __init__(self, span: float = DEFAULT_SPAN, quanta: int = QUANTA) -> None:
+    def __init__(
+        self, span: float = DEFAULT_SPAN, quanta: int = QUANTA, cap: int | None = None
+    ) -> None:
+        self.cap = cap
         self.entries: deque[Entry] = deque()
         self.total = 0.0
         #: the latest send (``Entry.at`` may be moved earlier when the provider lets it go)
@@ -154,6 +158,11 @@ class SendLog:
         entry = Entry(now, amount)
         entries.append(entry)
         self.total += amount
+        cap = self.cap
+        if cap is not None and len(entries) > cap:
+            old = entries.popleft()
+            old.live = False
+            self.total = max(0.0, self.total - old.amount)
         return entry
 
     def adjust(self, entry: Entry, delta: float) -> None:

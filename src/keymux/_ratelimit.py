@@ -54,9 +54,13 @@ MINUTE = 60.0
 DAY = 86400.0
 #: the request history a budget keeps while a request limit is unreported (for the adapted
 #: rate, and to learn a window's length from a 429 that names its limit): a real minute and
-#: more, at a grain of a few milliseconds
+#: more, at a grain of a few milliseconds, and at most the newest HISTORY_ENTRIES entries
+#: (some 25 KB; a key sending hundreds a second kept 16,384, 2 MB): a 429 that names a
+#: limit larger than the history holds is learned over the period it names instead, and the
+#: window it teaches counts its own sends from then on
 HISTORY_SPAN = 64.0
 HISTORY_QUANTA = 16384
+HISTORY_ENTRIES = 256
 
 
 class Gcra:
@@ -178,7 +182,7 @@ class Budget:
         self.aimd: Aimd | None = Aimd(rpm / MINUTE if rpm else None)
         #: the request history while no header reports the request limit that binds: what
         #: the adapted rate and a window learned from a 429 are worked out from
-        self.aimd_log = SendLog(HISTORY_SPAN, HISTORY_QUANTA)
+        self.aimd_log = SendLog(HISTORY_SPAN, HISTORY_QUANTA, HISTORY_ENTRIES)
         #: a request limit no header reports: the limit a 429 names (Gemini's quotaValue,
         #: Groq's "Limit 30"), or one inferred from a 429 over the window the token headers
         #: describe (Groq: requests and tokens per minute, only tokens reported), over a window
