@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import itertools
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -504,6 +505,11 @@ def test_error_class(kind: Kind, cls: type[UpstreamError]) -> None:
         ("5s junk", None),
         ("junk 5s", None),
         ("1.s", None),
+        (".5s", None),
+        ("1.5.s", None),
+        ("-5s", None),
+        ("1e3s", None),
+        ("ms", None),
     ],
 )
 def test_parse_go_duration(text: str | None, seconds: float | None) -> None:
@@ -512,6 +518,25 @@ def test_parse_go_duration(text: str | None, seconds: float | None) -> None:
         assert got is None
     else:
         assert got == pytest.approx(seconds)
+
+
+@settings(derandomize=True)
+@given(st.from_regex(r"[0-9.e+-]{0,6}(ms|s|us|m)?", fullmatch=True))
+def test_go_duration_one_unit_fast_path_reads_as_the_grammar(text: str) -> None:
+    # the fast path for "6ms" / "59.9s" answers exactly what the Go grammar does
+    expected: float | None
+    try:
+        expected = float(text)
+        expected = max(0.0, expected) if math.isfinite(expected) else None
+    except ValueError:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", text)
+        expected = (
+            None
+            if match is None
+            else float(match.group(1))
+            * {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}[match.group(2)]
+        )
+    assert parse_go_duration(text) == (None if expected is None else pytest.approx(expected))
 
 
 @settings(derandomize=True)

@@ -34,6 +34,19 @@ def parse_go_duration(value: str | None) -> float | None:
         pass
     else:
         return max(0.0, number) if math.isfinite(number) else None
+    # the common one-unit forms ("6ms", "59.9s", what OpenAI and Groq send on every answer)
+    # without the regex
+    head, scale = (text[:-2], 1e-3) if text.endswith("ms") else (text[:-1], 1.0)
+    if (
+        text.endswith("s")
+        and head[:1].isdecimal()
+        and head[-1:].isdecimal()
+        and head.replace(".", "", 1).isdecimal()
+    ):
+        try:
+            return float(head) * scale
+        except ValueError:  # a digit float() does not read
+            pass
     total = 0.0
     pos = 0
     for match in _GO_PART.finditer(text):
