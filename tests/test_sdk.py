@@ -351,6 +351,38 @@ async def test_closing_a_stream_early_frees_the_slot_at_once(
     assert rig.server.stats()["total"]["streams"] == 1
 
 
+async def test_closing_the_multiplexer_releases_a_stream_the_sdk_left_open(
+    make_rig: MakeRig,
+) -> None:
+    """The groq SDK raises on an error event without closing its response: the answer stays
+    open until the multiplexer closes, which releases it (no connection is left for the
+    garbage collector to warn about, whenever it runs)."""
+    groq = pytest.importorskip("groq")
+    plan = KeyPlan("groq", "k1", faults=Faults(stream_error_after=2))
+    rig = make_rig(plan, clock=SystemClock(), stream_chunk_delay=0.02)
+    mux = rig.multiplexer()
+    engine = mux._core.engine
+    client = groq.AsyncGroq(
+        api_key=PLACEHOLDER, http_client=mux.async_http_client("groq"), max_retries=0
+    )
+    try:
+        stream = await client.chat.completions.create(
+            model="llama-3.1-8b-instant", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        with pytest.raises(groq.APIError):
+            async for _ in stream:
+                pass
+        left_open = set(engine.unclosed)
+        connector = engine.session.connector
+    finally:
+        await client.close()
+        await mux.aclose()
+    assert len(left_open) == 1  # what the SDK did not close
+    assert not engine.unclosed
+    assert not connector._acquired  # type: ignore[attr-defined]  # released, not leaked
+    del stream
+
+
 async def test_plain_answers_keep_the_concurrency_limit(make_rig: MakeRig, sdk: Sdk) -> None:
     """Many SDK calls leave the key's in-flight count at zero, never below, and the emulator
     never sees more requests at once than the key's limit."""

@@ -68,10 +68,12 @@ class Exchange:
     it is safe to call more than once.
     """
 
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_resp", "_unclosed", "headers", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, unclosed: set[Exchange]) -> None:
         self._resp = resp
+        self._unclosed = unclosed
+        unclosed.add(self)
         self.status: int = resp.status
         self.headers: Mapping[str, str] = resp.headers
 
@@ -91,17 +93,21 @@ class Exchange:
             raise describe(exc) from exc
 
     def close(self) -> None:
+        self._unclosed.discard(self)
         self._resp.release()
 
 
 class Engine:
     """Sends keymux's ``HttpRequest``s. Created and closed on the core's event loop."""
 
-    __slots__ = ("_last", "_limit", "_session", "_timeouts")
+    __slots__ = ("_last", "_limit", "_session", "_timeouts", "unclosed")
 
     def __init__(self, *, limit: int = 0) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        #: the answers not closed yet: a stream an SDK left unread and never closed (the
+        #: groq SDK on an error event, google-genai when abandoned) is released at ``close``
+        self.unclosed: set[Exchange] = set()
         self._timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
         self._last: tuple[Timeout, aiohttp.ClientTimeout] | None = None
 
@@ -139,7 +145,7 @@ class Engine:
             )
         except _TRANSPORT_ERRORS as exc:
             raise describe(exc) from exc
-        return Exchange(resp)
+        return Exchange(resp, self.unclosed)
 
     async def send(
         self, req: HttpRequest, timeout: Timeout
@@ -152,6 +158,10 @@ class Engine:
             exchange.close()
 
     async def close(self) -> None:
+        """Release every answer still open (its connection closed, not pooled), then close
+        the session."""
+        for exchange in list(self.unclosed):
+            exchange.close()
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
@@ -159,3 +169,4 @@ class Engine:
     def forget(self) -> None:
         """Drop the session without closing it (after fork: it belongs to the parent)."""
         self._session = None
+        self.unclosed = set()
