@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import shutil
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -466,3 +468,44 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         raise AssertionError(f"condition not met within {timeout} s")
     finally:
         deadline.cancel()
+
+
+# --- a real browser: Debian's Chromium, headless, driven by playwright -----------------------
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _missing(what: str) -> None:
+    reason = (
+        f"{what}: the browser tests cannot run. Install it (apt-get install -y "
+        "chromium; pip install playwright) - .ci/run does so in CI."
+    )
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip("LOUD SKIP: " + reason)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        _missing(f"Chromium is not at {CHROMIUM}")
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -7,57 +7,15 @@ fails in CI (``CI`` set), where ``.ci/run`` installs it.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from conftest import KeyPlan
 from keymux.server._dashboard import History, dashboard_data
-from serve_support import HI, TOKEN, ServeFactory, serve
+from serve_support import HI, TOKEN, ServeFactory, browser, serve
 
-__all__ = ["serve"]  # the fixture
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _missing(what: str) -> None:
-    reason = (
-        f"{what}: the dashboard's browser test cannot run. Install it (apt-get install -y "
-        "chromium; pip install playwright) - .ci/run does so in CI."
-    )
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip("LOUD SKIP: " + reason)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed")
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        _missing(f"Chromium is not at {CHROMIUM}")
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
+__all__ = ["browser", "serve"]  # the fixtures
 
 KEYS = (
     KeyPlan("openai", "OPENAI_API_KEY"),

@@ -167,6 +167,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="requests waiting per key; beyond it callers get 429 (env KEYMUX_QUEUE_SIZE)",
     )
     parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="let pages from ORIGIN (http://localhost:3000; '*' for any) call the proxy from a "
+        "browser, the proxy token still required; repeat for several (env KEYMUX_CORS_ORIGINS, "
+        "comma-separated); off by default",
+    )
+    parser.add_argument(
         "--env-file",
         default=env(_env("ENV_FILE"), ".env"),
         metavar="FILE",
@@ -196,6 +205,7 @@ def serve(args: argparse.Namespace) -> int:
             dotenv_path=args.env_file or None,
             max_concurrent=args.max_concurrent,
             queue_size=args.queue_size,
+            cors_origins=_cors_origins(args.cors_origin),
         )
         return run(config)
     except KeymuxError as exc:
@@ -204,6 +214,14 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(listen_error(exc, args.host, args.port))
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during the grace period
         return 130
+
+
+def _cors_origins(flags: list[str] | None) -> tuple[str, ...]:
+    """The --cors-origin flags, or else KEYMUX_CORS_ORIGINS (comma-separated)."""
+    if flags is not None:
+        return tuple(flags)
+    listed = os.environ.get(_env("CORS_ORIGINS"), "")
+    return tuple(o.strip() for o in listed.split(",") if o.strip())
 
 
 def _fail(message: str) -> int:

@@ -35,6 +35,7 @@ from .._multiplexer import Multiplexer
 from .._types import Prepared
 from ._chat import chat
 from ._config import ServerConfig
+from ._cors import CorsPolicy
 from ._dashboard import History, dashboard_data, page
 from ._dialect import error_response, keymux_error_response, sniff
 from ._metrics import KEY_STATES, Metrics
@@ -146,6 +147,7 @@ class Proxy:
         r.add_get("/dashboard", self._dashboard)
         r.add_get("/dashboard/data", self._dashboard_data)
         r.add_route("*", "/{tail:.*}", self._unknown)
+        CorsPolicy(self.config.cors_origins).install(app)
         return app
 
     async def start(self, host: str | None = None, port: int | None = None) -> str:

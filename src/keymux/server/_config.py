@@ -18,6 +18,7 @@ from pathlib import Path
 from .._errors import ConfigError
 from ..state import parse_state_url
 from ..state._redis import import_driver
+from ._cors import check_origin
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -168,6 +169,8 @@ class ServerConfig:
     sample_interval: float = 2.0
     #: listen with SO_REUSEPORT (set for every worker of --workers N)
     reuse_port: bool = False
+    #: origins whose pages may read the answers (``*``: any); empty: no CORS
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -185,6 +188,8 @@ class ServerConfig:
         if self.max_concurrent < 1 or self.queue_size < 1:
             raise ConfigError("--max-concurrent and --queue-size must be 1 or more")
         check_state_url(self.state)
+        for origin in self.cors_origins:
+            check_origin(origin)
 
     def check_auth(self) -> None:
         """Refuse to run open to the network: no token is fine only with ``--no-auth`` on a
