@@ -451,6 +451,56 @@ async def test_gemini_embed_and_batch(make_emu: MakeEmu, session: aiohttp.Client
     assert missing.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
+async def test_counting_tokens(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
+    """Anthropic's count_tokens and Gemini's countTokens: the prompt's tokens, faults as for
+    any request, and none of the key's chat limits spent (the providers limit them apart)."""
+    emu = await make_emu(
+        EmulatorKey("claude", CLAUDE_KEY, rpm=1), EmulatorKey("gemini", GEMINI_KEY, rpm=1)
+    )
+    claude_url = emu.base_url("claude") + "/v1/messages/count_tokens"
+    claude_headers = auth_headers("claude", CLAUDE_KEY)
+    short = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+    long = {**short, "system": "be brief " * 20}
+    counts = []
+    for body in (short, long, short):
+        answer = await send(session, "POST", claude_url, headers=claude_headers, json_body=body)
+        assert answer.status == 200, answer.body
+        counts.append(answer.json()["input_tokens"])
+    assert 0 < counts[0] < counts[1]
+    assert counts[2] == counts[0]
+    bad = await send(session, "POST", claude_url, headers=claude_headers, json_body={})
+    assert bad.status == 400
+    assert bad.json()["error"]["message"] == "messages: Field required"
+
+    gemini_url = emu.base_url("gemini") + "/v1beta/models/gemini-2.5-flash:countTokens"
+    gemini_headers = auth_headers("gemini", GEMINI_KEY)
+    contents = {"contents": [{"role": "user", "parts": [{"text": "hi there"}]}]}
+    plain = await send(session, "POST", gemini_url, headers=gemini_headers, json_body=contents)
+    assert plain.status == 200, plain.body
+    total = plain.json()["totalTokens"]
+    assert total > 0
+    assert plain.json()["promptTokensDetails"] == [{"modality": "TEXT", "tokenCount": total}]
+    wrapped = await send(
+        session,
+        "POST",
+        gemini_url,
+        headers=gemini_headers,
+        json_body={"generateContentRequest": {"model": "models/gemini-2.5-flash", **contents}},
+    )
+    assert wrapped.json()["totalTokens"] == total
+    empty = await send(session, "POST", gemini_url, headers=gemini_headers, json_body={})
+    assert empty.status == 400
+    assert empty.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+    # rpm=1 and several counts so far: the one chat request a minute is still there
+    for provider, key in (("claude", CLAUDE_KEY), ("gemini", GEMINI_KEY)):
+        assert (await chat(session, emu, provider, key)).status == 200
+        assert (await chat(session, emu, provider, key)).status == 429
+    emu.set_faults(CLAUDE_KEY, revoked=True)
+    revoked = await send(session, "POST", claude_url, headers=claude_headers, json_body=short)
+    assert revoked.status == 401
+
+
 async def test_models_endpoints(make_emu: MakeEmu, session: aiohttp.ClientSession) -> None:
     emu = await make_emu(*(EmulatorKey(p, k) for p, k in KEYS.items()))
     openai = (

@@ -131,7 +131,10 @@ def test_anthropic_messages_both_auth_forms(serve: ServeFactory, headers: dict[s
 def test_anthropic_count_tokens_is_forwarded(serve: ServeFactory) -> None:
     served = serve(*plans("c1", provider="claude"))
     body = {"model": "claude-sonnet-4-5", "messages": HI}
-    served.request("POST", "/v1/messages/count_tokens", body, headers=CLAUDE_HEADERS)
+    answer = served.request("POST", "/v1/messages/count_tokens", body, headers=CLAUDE_HEADERS)
+    assert answer.status == 200, answer.body
+    assert answer.json()["input_tokens"] > 0
+    assert answer.headers["x-keymux-key"] == "c1"
     assert served.rig.server.requests[-1].path == "/v1/messages/count_tokens"
     assert served.rig.server.requests[-1].body == body  # the body, unchanged
 

@@ -88,6 +88,8 @@ def test_anthropic_sdk(serve: ServeFactory) -> None:
             final = stream.get_final_message()
         assert final.usage.output_tokens > 0
         assert next(iter(client.models.list())).id.startswith("claude-")
+        counted = client.messages.count_tokens(model="claude-sonnet-4-5", messages=HI)
+        assert counted.input_tokens > 0
     wrong = anthropic.Anthropic(api_key="wrong", base_url=served.url, max_retries=0)
     with wrong, pytest.raises(anthropic.AuthenticationError):
         wrong.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=HI)
@@ -123,7 +125,11 @@ def test_google_genai_sdk(serve: ServeFactory) -> None:
         embedded = client.models.embed_content(model="gemini-embedding-001", contents=["a", "b"])
         assert len(embedded.embeddings or []) == 2
         assert "models/gemini-2.5-flash" in [m.name for m in client.models.list()]
+        counted = client.models.count_tokens(model="gemini-2.5-flash", contents="hi there")
+        assert counted.total_tokens is not None
+        assert counted.total_tokens > 0
     paths = {r.path for r in served.rig.server.requests}
+    assert "/v1/models/gemini-2.5-flash:countTokens" in paths
     assert "/v1/models/gemini-2.5-flash:generateContent" in paths  # google-genai 3.x: /v1
     wrong = genai.Client(api_key="wrong", http_options=types.HttpOptions(base_url=served.url))
     with wrong, pytest.raises(genai.errors.ClientError) as refused:

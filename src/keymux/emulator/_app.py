@@ -352,6 +352,7 @@ class Emulator:
             ("GET", "/v1/models", self._shared_route("models")),
             ("GET", "/v1/models/{model:.+}", self._shared_route("model")),
             ("POST", "/v1/messages", self._route(d["claude"], "chat")),
+            ("POST", "/v1/messages/count_tokens", self._route(d["claude"], "count")),
             ("GET", "/v1beta/models", self._route(d["gemini"], "models")),
             ("GET", "/v1beta/models/{target}", self._route(d["gemini"], "model")),
         ]
@@ -454,6 +455,8 @@ class Emulator:
             body = await self._read_json(request)
             if body is None:
                 return self._reply(dialect, ctx, state, dialect.bad_json(ctx))
+            if op == "count":  # its own limits at the providers, not the key's chat limits
+                return self._reply(dialect, ctx, state, dialect.count_tokens(body, request, ctx))
             plan: ChatPlan | EmbedPlan = (
                 dialect.parse_chat(body, request)
                 if op == "chat"

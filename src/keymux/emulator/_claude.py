@@ -144,6 +144,11 @@ class ClaudeDialect(Dialect):
             stream=body.get("stream") is True,
         )
 
+    def count_tokens(self, body: dict[str, Any], request: web.Request, ctx: Ctx) -> Reply:
+        # the Messages body without max_tokens (count_tokens takes none)
+        plan = self.parse_chat({**body, "max_tokens": 1, "stream": False}, request)
+        return Reply(200, {"input_tokens": plan.prompt_tokens})
+
     def rate_limited(self, verdict: Verdict, ctx: Ctx) -> Reply:
         what = _WINDOW_TEXT[verdict.dimension]
         if verdict.too_large:

@@ -181,6 +181,11 @@ class Dialect(ABC):
         """A 200 embeddings answer lacking the vectors."""
         raise NotImplementedError
 
+    def count_tokens(self, body: dict[str, Any], request: web.Request, ctx: Ctx) -> Reply:
+        """The 200 answer of a token-counting request (Anthropic's ``count_tokens``, Gemini's
+        ``countTokens``): the prompt's tokens, nothing generated, no rate limit spent."""
+        raise NotImplementedError
+
     @abstractmethod
     def models(self, ctx: Ctx) -> Reply:
         """The model list."""

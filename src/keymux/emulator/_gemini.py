@@ -35,6 +35,7 @@ GEMINI_METHODS = {
     "streamGenerateContent": "chat",
     "embedContent": "embed",
     "batchEmbedContents": "embed",
+    "countTokens": "count",
 }
 _MODELS = (
     ("gemini-2.5-flash", "Gemini 2.5 Flash", ["generateContent", "countTokens"]),
@@ -201,6 +202,19 @@ class GeminiDialect(Dialect):
             truncated=truncated,
             stream=method == "streamGenerateContent",
             sse=request.query.get("alt") == "sse",
+        )
+
+    def count_tokens(self, body: dict[str, Any], request: web.Request, ctx: Ctx) -> Reply:
+        # ``contents``, or a whole ``generateContentRequest`` (with its system instruction)
+        inner = body.get("generateContentRequest")
+        plan = self.parse_chat(inner if isinstance(inner, dict) else body, request)
+        tokens = plan.prompt_tokens
+        return Reply(
+            200,
+            {
+                "totalTokens": tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
+            },
         )
 
     def parse_embed(self, body: dict[str, Any], request: web.Request) -> EmbedPlan:
