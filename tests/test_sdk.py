@@ -380,7 +380,6 @@ async def test_closing_the_multiplexer_releases_a_stream_the_sdk_left_open(
     assert len(left_open) == 1  # what the SDK did not close
     assert not engine.unclosed
     assert not connector._acquired  # type: ignore[attr-defined]  # released, not leaked
-    del stream
 
 
 async def test_plain_answers_keep_the_concurrency_limit(make_rig: MakeRig, sdk: Sdk) -> None:
